@@ -1,0 +1,152 @@
+"""HTTP plumbing shared by every provider: one Session each, timeouts, retries, limits."""
+
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from providers.errors import BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected
+
+CONNECT_TIMEOUT = 5.0  # seconds; a healthy provider accepts a connection in far less
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a Response object is kilobytes; this much is a broken upstream
+MAX_MESSAGE_CHARS = 500  # upstream error messages are passed on, but not whole pages of them
+
+# Retry only what never did harm upstream, or what a cancel may safely repeat:
+# connection failures (the request never arrived) and 429/502/503/504 (refused
+# or lost at the provider's edge). A cancel is idempotent, so POST is allowed.
+# Read errors are not retried: the provider may have started on the request.
+RETRY = Retry(
+    total=2,
+    connect=2,
+    read=0,
+    status=2,
+    other=0,
+    allowed_methods=None,
+    status_forcelist=(429, 502, 503, 504),
+    backoff_factor=0.25,
+    retry_after_max=2,  # honour Retry-After, but never park a worker thread for long
+    raise_on_status=False,  # hand the last answer back so its status can be mapped
+)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One configured provider: where it lives, how long to wait, and its Session."""
+
+    name: str
+    base_url: str
+    read_timeout: float
+    session: requests.Session = field(repr=False)
+    secret: str | None = field(default=None, repr=False)  # only to scrub it from messages
+
+
+def new_session(headers, pool_size):
+    """Build a Session with the retry policy and a pool sized for gunicorn's threads."""
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=RETRY)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers.update(headers)
+    return session
+
+
+def path_segment(value):
+    """Percent-encode `value` whole, so it stays exactly one URL path segment."""
+    return quote(value, safe="")
+
+
+def request_json(upstream, method, path):
+    """Call the provider and return its JSON object, or raise a ProviderError."""
+    name = upstream.name
+    try:
+        resp = upstream.session.request(
+            method,
+            f"{upstream.base_url}/{path}",
+            timeout=(CONNECT_TIMEOUT, upstream.read_timeout),
+            allow_redirects=False,  # a redirect could carry the provider key elsewhere
+            stream=True,  # read the body ourselves, under a size cap
+        )
+    except requests.ConnectionError as exc:  # includes ConnectTimeout
+        raise BadGateway(name, f"could not connect to {name}") from exc
+    except requests.Timeout as exc:
+        raise GatewayTimeout(
+            name, f"{name} did not answer within {upstream.read_timeout:g}s"
+        ) from exc
+    except requests.RequestException as exc:
+        raise BadGateway(name, f"the request to {name} failed") from exc
+    with resp:
+        payload = _read_json(upstream, resp)
+    _raise_for_status(upstream, resp.status_code, resp.headers, payload)
+    if not isinstance(payload, dict):
+        raise BadGateway(name, f"{name} answered with something other than a JSON object")
+    return payload
+
+
+def _read_json(upstream, resp):
+    """Read the body within the size cap and time budget; None if it is not JSON."""
+    name = upstream.name
+    too_big = BadGateway(name, f"{name} sent a body over {MAX_BODY_BYTES // 2**20} MiB")
+    if int(resp.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
+        raise too_big
+    # The read timeout bounds each socket read; this bounds the whole body, so a
+    # provider dripping bytes cannot hold a worker thread indefinitely.
+    deadline = time.monotonic() + upstream.read_timeout
+    chunks, size = [], 0
+    try:
+        for chunk in resp.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise too_big
+            if time.monotonic() > deadline:
+                raise GatewayTimeout(name, f"{name} did not finish its answer in time")
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise BadGateway(name, f"{name} broke off its answer") from exc
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return None
+
+
+def _raise_for_status(upstream, status, headers, payload):
+    """Turn a non-2xx answer into the matching ProviderError."""
+    if 200 <= status < 300:
+        return
+    name = upstream.name
+    message, param, code = _error_fields(upstream, payload)
+    detail = f"{name}: {message}" if message else f"{name} answered HTTP {status}"
+    if status == 404:
+        raise NotFound(name, detail)
+    if status in (401, 403):
+        # The gateway's own provider key was refused: not the client's fault.
+        raise BadGateway(name, f"{name} refused the gateway's credentials (HTTP {status})")
+    if status == 429:
+        raise RateLimited(name, detail, retry_after=headers.get("Retry-After"))
+    if 400 <= status < 500:
+        raise Rejected(name, detail, status, param=param, code=code)
+    raise BadGateway(name, f"{name} answered HTTP {status}")
+
+
+def _error_fields(upstream, payload):
+    """Pull (message, param, code) out of an OpenAI-style error body, scrubbed."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, str):
+        error = {"message": error}
+    if not isinstance(error, dict):
+        return None, None, None
+    message, param, code = (error.get(k) for k in ("message", "param", "code"))
+    return (
+        _scrub(upstream, message) if isinstance(message, str) and message else None,
+        _scrub(upstream, param) if isinstance(param, str) else None,
+        _scrub(upstream, str(code)) if isinstance(code, (str, int)) else None,
+    )
+
+
+def _scrub(upstream, text):
+    """Cut an upstream string to size and blank out the provider key if it echoes it."""
+    text = text[:MAX_MESSAGE_CHARS]
+    return text.replace(upstream.secret, "[redacted]") if upstream.secret else text
