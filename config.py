@@ -1,0 +1,84 @@
+"""Read the gateway's configuration from the environment, once, into one object."""
+
+import hashlib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
+
+DEFAULT_UPSTREAM_TIMEOUT = 20.0  # seconds to wait for a provider's answer
+DEFAULT_THREADS = 16  # keep equal to the default in gunicorn.conf.py
+
+
+class ConfigError(RuntimeError):
+    """The environment cannot make a working gateway; the message says what to set.
+
+    A RuntimeError, because gunicorn prints those as one line and exits.
+    """
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the request path needs, built once at app creation."""
+
+    key_digests: tuple[bytes, ...]  # SHA-256 of each accepted client key
+    auth_disabled: bool
+    upstreams: dict[str, Upstream]  # configured providers only, in PROVIDERS order
+
+    @classmethod
+    def from_env(cls, env):
+        """Build Settings from an environment mapping, or raise ConfigError."""
+        auth = env.get("GATEWAY_AUTH", "").strip().lower()
+        if auth not in ("", "enabled", "disabled"):
+            raise ConfigError("GATEWAY_AUTH must be 'disabled' or unset")
+        keys = [k.strip() for k in env.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
+        if not keys and auth != "disabled":
+            raise ConfigError(
+                "GATEWAY_API_KEYS is not set: set it to the comma-separated keys clients "
+                "may use, or set GATEWAY_AUTH=disabled to run without authentication"
+            )
+        read_timeout = _positive_number(env, "UPSTREAM_TIMEOUT", DEFAULT_UPSTREAM_TIMEOUT)
+        pool_size = int(_positive_number(env, "GUNICORN_THREADS", DEFAULT_THREADS))
+        return cls(
+            key_digests=tuple(key_digest(k) for k in keys),
+            auth_disabled=auth == "disabled",
+            upstreams=_upstreams(env, read_timeout, pool_size),
+        )
+
+
+def key_digest(key):
+    """Hash a key so comparisons are constant-time whatever the lengths."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _upstreams(env, read_timeout, pool_size):
+    """Connect every provider whose settings are present."""
+    upstreams = {}
+    for name in PROVIDERS:
+        prefix = name.upper()
+        key = env.get(f"{prefix}_API_KEY", "").strip()
+        url = env.get(f"{prefix}_BASE_URL", "").strip()
+        if not key and not (url and name in KEY_OPTIONAL):
+            continue
+        url = url or DEFAULT_BASE_URLS.get(name)
+        if not url:
+            raise ConfigError(f"{prefix}_BASE_URL is not set: {name} has no default endpoint")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{prefix}_BASE_URL must be an http(s) URL")
+        upstreams[name] = connect(name, url, key or None, read_timeout, pool_size)
+    return upstreams
+
+
+def _positive_number(env, name, default):
+    """Read a positive number from the environment, or raise ConfigError."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, not {raw!r}")
+    return value
