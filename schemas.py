@@ -1,0 +1,131 @@
+"""The shapes the gateway answers with: the Response object and the error envelope.
+
+Field for field what ../shared/spec/cancel-response.openapi.yaml declares.
+Response schemas load an upstream body (dropping what the contract does not
+name, and nulls) and dump it back, so a client only ever sees the contract.
+"""
+
+from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
+
+ERROR_TYPES = (
+    "provider_error",
+    "rate_limit_error",
+    "invalid_request_error",
+    "authentication_error",
+    "not_found_error",
+)
+
+
+class LenientSchema(Schema):
+    """Loads upstream data: unknown keys are dropped, and a null counts as absent."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def drop_nulls(self, data, **kwargs):
+        if not isinstance(data, dict):
+            return data  # let marshmallow report the wrong type
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class ResponsesErrorSchema(LenientSchema):
+    code = fields.String()
+    message = fields.String()
+
+
+class ImageURLContentSchema(LenientSchema):
+    detail = fields.String()
+    media_type = fields.String()
+    url = fields.String()
+
+
+class InputAudioContentSchema(LenientSchema):
+    data = fields.String()
+    format = fields.String()
+
+
+class ResponsesContentItemSchema(LenientSchema):
+    annotations = fields.List(fields.Dict())
+    image_url = fields.Nested(ImageURLContentSchema)
+    input_audio = fields.Nested(InputAudioContentSchema)
+    text = fields.String()
+    type = fields.String()
+
+
+class ResponsesOutputItemSchema(LenientSchema):
+    arguments = fields.String()
+    call_id = fields.String()
+    content = fields.List(fields.Nested(ResponsesContentItemSchema))
+    id = fields.String()
+    name = fields.String()
+    role = fields.String()
+    status = fields.String()
+    type = fields.String()
+
+
+class CompletionTokensDetailsSchema(LenientSchema):
+    accepted_prediction_tokens = fields.Integer()
+    audio_tokens = fields.Integer()
+    reasoning_tokens = fields.Integer()
+    rejected_prediction_tokens = fields.Integer()
+
+
+class PromptTokensDetailsSchema(LenientSchema):
+    audio_tokens = fields.Integer()
+    cached_tokens = fields.Integer()
+    image_tokens = fields.Integer()
+    text_tokens = fields.Integer()
+
+
+class ResponsesUsageSchema(Schema):
+    completion_tokens_details = fields.Nested(CompletionTokensDetailsSchema)
+    input_tokens = fields.Integer()
+    output_tokens = fields.Integer()
+    prompt_tokens_details = fields.Nested(PromptTokensDetailsSchema)
+    raw_usage = fields.Dict()
+    total_tokens = fields.Integer()
+
+    # OpenAI's Responses API names the details after input/output; the contract
+    # after prompt/completion. Anything else the provider counts is kept in raw_usage.
+    RENAMED = {
+        "input_tokens_details": "prompt_tokens_details",
+        "output_tokens_details": "completion_tokens_details",
+    }
+
+    @pre_load
+    def from_provider(self, data, **kwargs):
+        if not isinstance(data, dict):
+            return data
+        usage = {self.RENAMED.get(k, k): v for k, v in data.items() if v is not None}
+        extra = {k: usage.pop(k) for k in list(usage) if k not in self.fields}
+        if extra:
+            usage["raw_usage"] = {**extra, **(usage.get("raw_usage") or {})}
+        return usage
+
+
+class ResponseSchema(LenientSchema):
+    created_at = fields.Integer()
+    error = fields.Nested(ResponsesErrorSchema)
+    id = fields.String()
+    model = fields.String()
+    object = fields.String()
+    output = fields.List(fields.Nested(ResponsesOutputItemSchema))
+    provider = fields.String()
+    status = fields.String()
+    usage = fields.Nested(ResponsesUsageSchema)
+
+
+class ErrorObjectSchema(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(ERROR_TYPES))
+    message = fields.String(required=True)
+    param = fields.String(required=True, allow_none=True)
+    code = fields.String(required=True, allow_none=True)
+
+
+class ErrorEnvelopeSchema(Schema):
+    error = fields.Nested(ErrorObjectSchema, required=True)
+
+
+response_schema = ResponseSchema()
+error_envelope_schema = ErrorEnvelopeSchema()
