@@ -1,0 +1,72 @@
+"""Test data and helpers shared by the test modules."""
+
+GATEWAY_KEY = "gw-test-key-0001"
+OTHER_GATEWAY_KEY = "gw-test-key-0002"
+
+# Every provider configured, each with a key that must never leave for the wrong place.
+PROVIDER_KEYS = {
+    "openai": "sk-openai-secret-0001",
+    "azure": "azure-secret-0001",
+    "anthropic": "sk-ant-secret-0001",
+    "gemini": "gemini-secret-0001",
+    "groq": "gsk-secret-0001",
+    "openrouter": "sk-or-secret-0001",
+    "deepseek": "sk-deepseek-secret-0001",
+    "zai": "zai-secret-0001",
+    "xai": "xai-secret-0001",
+    "minimax": "minimax-secret-0001",
+    "xiaomi": "mimo-secret-0001",
+    "opencodego": "opencode-secret-0001",
+    "oracle": "oci-secret-0001",
+    "ollama": "ollama-secret-0001",
+    "bailian": "sk-bailian-secret-0001",
+    "vllm": "vllm-secret-0001",
+}
+BASE_URLS = {
+    "openai": "https://api.openai.com/v1",  # the built-in default
+    "azure": "https://contoso.openai.azure.com/openai/v1",
+    "oracle": "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/openai/v1",
+    "vllm": "http://vllm.internal:8000/v1",
+}
+NATIVE = ["openai", "azure", "oracle", "vllm"]  # the fixed probing order
+
+ENV = {
+    "GATEWAY_API_KEYS": f"{GATEWAY_KEY}, {OTHER_GATEWAY_KEY}",
+    **{f"{name.upper()}_API_KEY": key for name, key in PROVIDER_KEYS.items()},
+    **{f"{name.upper()}_BASE_URL": url for name, url in BASE_URLS.items() if name != "openai"},
+}
+
+
+def cancel_url(provider, response_id):
+    """The upstream URL a native provider's cancel must hit, id already escaped."""
+    return f"{BASE_URLS[provider]}/responses/{response_id}/cancel"
+
+
+def upstream_response(response_id="resp_123", **fields):
+    """A Response object as OpenAI's API returns it for a cancelled background job."""
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": 1741476542,
+        "status": "cancelled",
+        "background": True,
+        "error": None,
+        "model": "gpt-4o-mini-2024-07-18",
+        "output": [],
+        "parallel_tool_calls": True,
+        "usage": None,
+        **fields,
+    }
+
+
+def assert_envelope(resp, status, type_, param=None, code=None):
+    """The response is the OpenAI error envelope with these values; return its error."""
+    assert resp.status_code == status
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"type", "message", "param", "code"}
+    assert (error["type"], error["param"], error["code"]) == (type_, param, code)
+    assert isinstance(error["message"], str) and error["message"]
+    return error

@@ -1,0 +1,101 @@
+"""Configuration from the environment: what starts, what refuses to, and why."""
+
+import logging
+
+import pytest
+
+from app import create_app
+from config import ConfigError, Settings
+from support import ENV, GATEWAY_KEY, PROVIDER_KEYS
+
+
+def env(**overrides):
+    return {k: v for k, v in {**ENV, **overrides}.items() if v is not None}
+
+
+@pytest.mark.parametrize("keys", [None, "", " , ,"])
+def test_no_gateway_keys_refuses_to_start_and_says_what_to_set(keys):
+    with pytest.raises(ConfigError) as info:
+        create_app(env(GATEWAY_API_KEYS=keys))
+
+    message = str(info.value)
+    assert "\n" not in message
+    assert "GATEWAY_API_KEYS" in message and "GATEWAY_AUTH=disabled" in message
+
+
+def test_auth_disabled_starts_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        app = create_app(env(GATEWAY_API_KEYS=None, GATEWAY_AUTH="disabled"))
+
+    assert app.extensions["gateway"].auth_disabled
+    assert "GATEWAY_AUTH=disabled" in caplog.text
+
+
+def test_unknown_gateway_auth_value_is_refused():
+    with pytest.raises(ConfigError, match="GATEWAY_AUTH"):
+        create_app(env(GATEWAY_AUTH="off"))
+
+
+def test_keys_are_split_on_commas_and_trimmed():
+    settings = Settings.from_env({"GATEWAY_API_KEYS": " a ,b,, c "})
+
+    assert len(settings.key_digests) == 3
+
+
+def test_a_provider_is_configured_by_its_key():
+    settings = Settings.from_env({"GATEWAY_API_KEYS": "k", "GROQ_API_KEY": "g"})
+
+    assert list(settings.upstreams) == ["groq"]
+    assert settings.upstreams["groq"].base_url == "https://api.groq.com/openai/v1"
+
+
+def test_a_base_url_alone_does_not_configure_a_keyed_provider():
+    settings = Settings.from_env({"GATEWAY_API_KEYS": "k", "OPENAI_BASE_URL": "http://x/v1"})
+
+    assert settings.upstreams == {}
+
+
+@pytest.mark.parametrize("name,default", [
+    ("ollama", "http://localhost:11434/v1"), ("vllm", "http://localhost:8000/v1"),
+])
+def test_self_hosted_providers_need_a_url_or_a_key(name, default):
+    prefix = name.upper()
+    by_url = Settings.from_env({"GATEWAY_API_KEYS": "k", f"{prefix}_BASE_URL": "http://gpu:1/v1"})
+    by_key = Settings.from_env({"GATEWAY_API_KEYS": "k", f"{prefix}_API_KEY": "s"})
+
+    assert by_url.upstreams[name].base_url == "http://gpu:1/v1"
+    assert by_key.upstreams[name].base_url == default
+
+
+@pytest.mark.parametrize("name", ["azure", "oracle"])
+def test_providers_without_a_fixed_host_need_a_base_url(name):
+    with pytest.raises(ConfigError, match=f"{name.upper()}_BASE_URL"):
+        Settings.from_env({"GATEWAY_API_KEYS": "k", f"{name.upper()}_API_KEY": "s"})
+
+
+@pytest.mark.parametrize("url", ["api.openai.com/v1", "ftp://x/v1", "http://", "https:///v1"])
+def test_a_base_url_must_be_http(url):
+    with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
+        Settings.from_env({"GATEWAY_API_KEYS": "k", "OPENAI_API_KEY": "s", "OPENAI_BASE_URL": url})
+
+
+def test_upstream_timeout_is_read_once_into_every_upstream():
+    settings = Settings.from_env({"GATEWAY_API_KEYS": "k", "OPENAI_API_KEY": "s",
+                                  "XAI_API_KEY": "x", "UPSTREAM_TIMEOUT": "7.5"})
+
+    assert {u.read_timeout for u in settings.upstreams.values()} == {7.5}
+
+
+@pytest.mark.parametrize("name,value", [
+    ("UPSTREAM_TIMEOUT", "0"), ("UPSTREAM_TIMEOUT", "-1"), ("UPSTREAM_TIMEOUT", "soon"),
+    ("UPSTREAM_TIMEOUT", "nan"), ("UPSTREAM_TIMEOUT", "inf"), ("GUNICORN_THREADS", "many"),
+])
+def test_bad_numbers_are_refused_by_name(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({"GATEWAY_API_KEYS": "k", name: value})
+
+
+def test_provider_keys_never_show_in_reprs():
+    text = repr(Settings.from_env(env()))
+
+    assert not [key for key in [GATEWAY_KEY, *PROVIDER_KEYS.values()] if key in text]

@@ -1,0 +1,82 @@
+"""HTTP edges: unknown routes, wrong methods, crashes, odd bodies, request ids."""
+
+import re
+
+import pytest
+
+import providers
+from support import GATEWAY_KEY, assert_envelope, cancel_url, upstream_response
+
+AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+
+
+@pytest.mark.parametrize("method,path", [
+    ("post", "/v1/nothing"),
+    ("get", "/"),
+    ("post", "/v1/responses/r"),
+    ("post", "/v1/responses/r/cancel/"),
+])
+def test_unknown_routes_are_a_json_404(client, method, path):
+    resp = getattr(client, method)(path, headers=AUTH)
+
+    error = assert_envelope(resp, 404, "not_found_error")
+    assert path in error["message"]
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_wrong_method_is_a_json_405_with_allow(client, method):
+    resp = getattr(client, method)("/v1/responses/r/cancel", headers=AUTH)
+
+    assert_envelope(resp, 405, "invalid_request_error")
+    assert "POST" in resp.headers["Allow"]
+
+
+def test_an_unexpected_exception_is_a_json_500(cancel, monkeypatch, caplog):
+    def broken(upstream, response_id):
+        raise KeyError("bug")
+
+    monkeypatch.setitem(providers.PROVIDERS, "openai", broken)
+
+    resp = cancel("r", provider="openai")
+
+    assert_envelope(resp, 500, "provider_error", code="internal_error")
+    assert "KeyError" in caplog.text  # the traceback is logged for the operator
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (None, "application/json"),  # what the official SDK sends
+    ("", "application/json"),
+    ("{not json", "application/json"),
+    ("[]", "application/json"),
+    ('{"model": "gpt-4o-mini"}', "application/json"),
+    ("a=b", "application/x-www-form-urlencoded"),
+])
+def test_the_request_body_never_breaks_a_cancel(cancel, upstream, body, content_type):
+    upstream.post(cancel_url("openai", "r"), json=upstream_response("r"))
+
+    resp = cancel("r", provider="openai", data=body, content_type=content_type)
+
+    assert resp.status_code == 200
+
+
+def test_a_sane_request_id_is_echoed(cancel, upstream):
+    upstream.post(cancel_url("openai", "r"), json=upstream_response("r"))
+
+    resp = cancel("r", provider="openai", headers={"X-Request-ID": "trace-42.a:b_c"})
+
+    assert resp.headers["X-Request-ID"] == "trace-42.a:b_c"
+
+
+@pytest.mark.parametrize("incoming", [None, "", "has space", "x" * 129, "new\\nline", "é"])
+def test_a_request_id_is_made_when_missing_or_unsafe(client, incoming):
+    headers = {} if incoming is None else {"X-Request-ID": incoming}
+
+    resp = client.post("/v1/responses/r/cancel", headers=headers)  # a 401, still with an id
+
+    assert resp.status_code == 401
+    assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["X-Request-ID"])
+
+
+def test_every_error_carries_a_request_id(client):
+    for path in ("/nowhere", "/v1/responses/r/cancel", "/healthz"):
+        assert client.get(path).headers["X-Request-ID"]
