@@ -1,0 +1,44 @@
+# gunicorn settings for the gateway. The Procfile runs gunicorn from this
+# folder, where gunicorn reads this file by itself; any value here can still be
+# overridden on the command line or through GUNICORN_CMD_ARGS.
+import os
+
+# Where to listen. A PaaS router sets PORT and expects every interface;
+# without it, stay on loopback, as gunicorn itself would.
+bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1:8080"
+
+# Worker processes: WEB_CONCURRENCY, as PaaS platforms size it, else 2 (one per core here).
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
+
+# Each request spends nearly all its time waiting on a provider, so each worker
+# runs many threads. The app sizes its upstream connection pools from the same
+# variable (config.py), so every thread has a kept-alive connection to reuse.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS") or 16)
+
+# Build the app once, in the master: a bad configuration then stops the server
+# with one line (instead of workers failing to boot in a loop), and the workers
+# share the loaded code's memory.
+preload_app = True
+
+# A gthread worker reports its heartbeat from its main thread, so a slow
+# provider never gets a worker killed; the app answers 502/504 itself after
+# UPSTREAM_TIMEOUT. This timeout is for a worker that is truly stuck, and stays
+# above the slowest honest request (a provider call with its retries).
+_upstream_timeout = float(os.environ.get("UPSTREAM_TIMEOUT") or 20)
+timeout = int(3 * _upstream_timeout) + 30
+graceful_timeout = timeout  # on deploy, let in-flight cancels finish
+
+# Keep client connections open briefly between requests (behind a router, the
+# router is the client).
+keepalive = 5
+
+# Access log to stdout, one line a request, with the status, the latency and
+# the request id the app returns (never the Authorization header).
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+errorlog = "-"
+
+# No runtime control socket: the platform restarts processes, and several
+# gateways on one host would otherwise contend for one default socket path.
+control_socket_disable = True
