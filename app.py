@@ -18,8 +18,8 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from config import Settings, key_digest
-from providers import (
-    PROVIDERS,
+from providers import PROVIDERS
+from providers.errors import (
     BadGateway,
     GatewayTimeout,
     NotFound,

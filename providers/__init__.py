@@ -13,14 +13,6 @@ auth_headers(). Configuration then follows from its name: <NAME>_API_KEY and
 """
 
 from providers import openai_compatible
-from providers.errors import (
-    BadGateway,
-    GatewayTimeout,
-    NotFound,
-    ProviderError,
-    RateLimited,
-    Rejected,
-)
 from providers.upstream import Upstream, new_session
 
 PROVIDERS = {
@@ -62,11 +54,6 @@ DEFAULT_BASE_URLS = {
 
 # Self-hosted servers: configured by their base URL, a key is optional.
 KEY_OPTIONAL = frozenset({"ollama", "vllm"})
-
-__all__ = [
-    "PROVIDERS", "DEFAULT_BASE_URLS", "KEY_OPTIONAL", "Upstream", "connect",
-    "ProviderError", "NotFound", "Rejected", "RateLimited", "BadGateway", "GatewayTimeout",
-]
 
 
 def auth_headers(name, api_key):
