@@ -18,6 +18,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from config import Settings, key_digest
+from openapi import build_spec
 from providers import PROVIDERS
 from providers.errors import (
     BadGateway,
@@ -31,6 +32,8 @@ from schemas import error_envelope_schema, response_schema
 
 MAX_ID_LENGTH = 256
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what we will echo and log as is
+
+OPENAPI = build_spec()
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -61,6 +64,7 @@ def create_app(test_config=None):
     app.after_request(echo_request_id)
     app.register_blueprint(bp)
     app.add_url_rule("/healthz", view_func=healthz)
+    app.add_url_rule("/openapi.json", view_func=openapi_json)
     # On the app, not the blueprint: unknown URLs and wrong methods never reach a blueprint.
     app.register_error_handler(Exception, error_response)
     return app
@@ -69,6 +73,11 @@ def create_app(test_config=None):
 def healthz():
     """Say the process is up; touches no provider, needs no key."""
     return {"status": "ok"}
+
+
+def openapi_json():
+    """Serve the OpenAPI document built from the schemas (no key: it holds no secrets)."""
+    return OPENAPI
 
 
 def assign_request_id():

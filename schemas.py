@@ -1,6 +1,8 @@
 """The shapes the gateway answers with: the Response object and the error envelope.
 
-Field for field what ../shared/spec/cancel-response.openapi.yaml declares.
+Field for field what ../shared/spec/cancel-response.openapi.yaml declares;
+each class is named after its contract component (core.X is XSchema), so the
+OpenAPI document built from them (openapi.py) uses the contract's names.
 Response schemas load an upstream body (dropping what the contract does not
 name, and nulls) and dump it back, so a client only ever sees the contract.
 """
@@ -46,11 +48,16 @@ class InputAudioContentSchema(LenientSchema):
 
 
 class ResponsesContentItemSchema(LenientSchema):
-    annotations = fields.List(fields.Dict())
+    annotations = fields.List(fields.Dict(), metadata={
+        "description": "Providers can return structured annotation objects here (for example\n"
+        "citations from native tools), so keep the payload shape liberal.",
+    })
     image_url = fields.Nested(ImageURLContentSchema)
     input_audio = fields.Nested(InputAudioContentSchema)
     text = fields.String()
-    type = fields.String()
+    type = fields.String(
+        metadata={"description": '"output_text", "input_image", "input_audio", etc.'}
+    )
 
 
 class ResponsesOutputItemSchema(LenientSchema):
@@ -61,7 +68,7 @@ class ResponsesOutputItemSchema(LenientSchema):
     name = fields.String()
     role = fields.String()
     status = fields.String()
-    type = fields.String()
+    type = fields.String(metadata={"description": '"message", "function_call", etc.'})
 
 
 class CompletionTokensDetailsSchema(LenientSchema):
@@ -104,28 +111,28 @@ class ResponsesUsageSchema(Schema):
         return usage
 
 
-class ResponseSchema(LenientSchema):
+class ResponsesResponseSchema(LenientSchema):
     created_at = fields.Integer()
     error = fields.Nested(ResponsesErrorSchema)
     id = fields.String()
     model = fields.String()
-    object = fields.String()
+    object = fields.String(metadata={"description": '"response"'})
     output = fields.List(fields.Nested(ResponsesOutputItemSchema))
     provider = fields.String()
-    status = fields.String()
+    status = fields.String(metadata={"description": '"completed", "failed", "in_progress"'})
     usage = fields.Nested(ResponsesUsageSchema)
 
 
-class ErrorObjectSchema(Schema):
+class OpenAIErrorObjectSchema(Schema):
     type = fields.String(required=True, validate=validate.OneOf(ERROR_TYPES))
     message = fields.String(required=True)
     param = fields.String(required=True, allow_none=True)
     code = fields.String(required=True, allow_none=True)
 
 
-class ErrorEnvelopeSchema(Schema):
-    error = fields.Nested(ErrorObjectSchema, required=True)
+class OpenAIErrorEnvelopeSchema(Schema):
+    error = fields.Nested(OpenAIErrorObjectSchema, required=True)
 
 
-response_schema = ResponseSchema()
-error_envelope_schema = ErrorEnvelopeSchema()
+response_schema = ResponsesResponseSchema()
+error_envelope_schema = OpenAIErrorEnvelopeSchema()

@@ -1,0 +1,66 @@
+"""GET /openapi.json comes from the schemas and matches the contract it implements."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "spec" / "cancel-response.openapi.yaml"
+CANCEL = "/v1/responses/{id}/cancel"
+
+
+@pytest.fixture(scope="module")
+def contract():
+    if not CONTRACT.exists():
+        pytest.skip(f"the contract is not beside this checkout ({CONTRACT})")
+    return yaml.safe_load(CONTRACT.read_text())
+
+
+@pytest.fixture
+def served(client):
+    resp = client.get("/openapi.json")  # no key needed: a spec holds no secrets
+    assert resp.status_code == 200
+    return resp.get_json()
+
+
+def shape(node, doc):
+    """What a schema says about data: types, nullability, enums, properties, items, required."""
+    while "$ref" in node:
+        node = doc["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    out = {k: node[k] for k in ("type", "enum", "format") if k in node}
+    out["nullable"] = node.get("nullable", False)
+    out["required"] = sorted(node.get("required", []))
+    if "properties" in node:
+        out["properties"] = {k: shape(v, doc) for k, v in node["properties"].items()}
+    if "items" in node:
+        out["items"] = shape(node["items"], doc)
+    return out
+
+
+def test_the_cancel_path_matches(contract, served):
+    ours, theirs = served["paths"][CANCEL]["post"], contract["paths"][CANCEL]["post"]
+
+    def params(op):
+        return {(p["name"], p["in"], p.get("required", False), p["schema"]["type"])
+                for p in op["parameters"]}
+
+    assert params(ours) == params(theirs)
+    assert set(ours["responses"]) == set(theirs["responses"])
+    for status, response in theirs["responses"].items():
+        theirs_schema = response["content"]["application/json"]["schema"]
+        ours_schema = ours["responses"][status]["content"]["application/json"]["schema"]
+        assert shape(ours_schema, served) == shape(theirs_schema, contract), status
+    assert ours["security"] == [{"BearerAuth": []}]
+    assert served["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
+
+
+def test_every_contract_schema_is_served_with_the_same_shape(contract, served):
+    for name, schema in contract["components"]["schemas"].items():
+        assert name in served["components"]["schemas"], name
+        assert shape(served["components"]["schemas"][name], served) == shape(schema, contract), name
+
+
+def test_the_document_is_what_the_schemas_build(served):
+    from openapi import build_spec
+
+    assert served == build_spec()
