@@ -53,12 +53,12 @@ def wait_until_healthy(url, proc, seconds=20):
     raise AssertionError("gunicorn did not become healthy")
 
 
-def read_until(path, needle, seconds=5):
-    """The log's text once it holds `needle` (log lines land a moment after the reply)."""
+def read_until(path, needle, times=1, seconds=10):
+    """The log's text once `needle` is in it `times` times (lines land after the reply)."""
     deadline = time.monotonic() + seconds
     while True:
         text = path.read_text()
-        if needle in text or time.monotonic() > deadline:
+        if text.count(needle) >= times or time.monotonic() > deadline:
             return text
         time.sleep(0.05)
 
@@ -101,7 +101,7 @@ def sdk(gateway):
 
 def test_gunicorn_runs_two_workers(gateway):
     _, log = gateway
-    assert read_until(log, "Booting worker").count("Booting worker") == 2
+    assert read_until(log, "Booting worker", times=2).count("Booting worker") == 2
 
 
 def test_sdk_cancels_through_the_gateway(sdk, provider):
