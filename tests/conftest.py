@@ -4,6 +4,7 @@ import pytest
 import responses
 
 from app import create_app
+from fake_upstream import FakeProvider
 from support import ENV, GATEWAY_KEY
 
 
@@ -44,3 +45,10 @@ def cancel(client):
         )
 
     return post
+
+
+@pytest.fixture(scope="module")
+def provider():
+    """A fake OpenAI-like provider listening on 127.0.0.1."""
+    with FakeProvider() as fake:
+        yield fake

@@ -14,7 +14,7 @@ import openai
 import pytest
 import requests
 
-from fake_upstream import MISSING, FakeProvider
+from fake_upstream import MISSING
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_KEY = "gw-e2e-key-0001"
@@ -61,12 +61,6 @@ def read_until(path, needle, times=1, seconds=10):
         if text.count(needle) >= times or time.monotonic() > deadline:
             return text
         time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def provider():
-    with FakeProvider() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")
