@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+import metrics
 from config import Settings, key_digest
 from openapi import build_spec
 from providers import PROVIDERS
@@ -58,13 +59,17 @@ def create_app(test_config=None):
     app.url_map.merge_slashes = False
     settings = Settings.from_env(os.environ if test_config is None else test_config)
     app.extensions["gateway"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # for bodies that are read
     if settings.auth_disabled:
         app.logger.warning("GATEWAY_AUTH=disabled: every client may use this gateway")
     app.before_request(assign_request_id)
+    app.before_request(refuse_large_body)
     app.after_request(echo_request_id)
+    app.after_request(count_request)
     app.register_blueprint(bp)
     app.add_url_rule("/healthz", view_func=healthz)
     app.add_url_rule("/openapi.json", view_func=openapi_json)
+    app.add_url_rule("/metrics", view_func=metrics_page)
     # On the app, not the blueprint: unknown URLs and wrong methods never reach a blueprint.
     app.register_error_handler(Exception, error_response)
     return app
@@ -80,15 +85,38 @@ def openapi_json():
     return OPENAPI
 
 
+def metrics_page():
+    """Serve Prometheus metrics; with METRICS_AUTH=required, only to gateway keys."""
+    settings = current_app.extensions["gateway"]
+    if settings.metrics_need_key:
+        authenticate()
+    body, content_type = metrics.render(settings.metrics_dir)
+    return body, 200, {"Content-Type": content_type}
+
+
 def assign_request_id():
     """Adopt the client's X-Request-ID if it is safe to echo and log, else make one."""
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
+def refuse_large_body():
+    """Refuse a declared body over the limit, even on routes that never read it."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "invalid_request_error", f"request body is over {limit} bytes")
+
+
 def echo_request_id(response):
     """Return the request id on every response, errors included, for the access log."""
     response.headers["X-Request-ID"] = g.request_id
+    return response
+
+
+def count_request(response):
+    """Count the answer by route, status and the provider that gave it, if any."""
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    metrics.count_request(route, response.status_code, g.get("provider", ""))
     return response
 
 
@@ -165,7 +193,10 @@ def cancel_first(upstreams, response_id):
     first_failure = None
     for upstream in upstreams:
         try:
-            return upstream.name, PROVIDERS[upstream.name](upstream, response_id)
+            with metrics.upstream_call(upstream.name):
+                body = PROVIDERS[upstream.name](upstream, response_id)
+            g.provider = upstream.name
+            return upstream.name, body
         except NotFound:
             continue
         except ProviderError as exc:
@@ -174,6 +205,7 @@ def cancel_first(upstreams, response_id):
             )
             first_failure = first_failure or exc
     if first_failure:
+        g.provider = first_failure.provider
         raise first_failure
     asked = ", ".join(u.name for u in upstreams)
     raise ApiError(404, "not_found_error", f"response {response_id!r} was not found at {asked}")

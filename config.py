@@ -8,6 +8,7 @@ from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, conn
 
 DEFAULT_UPSTREAM_TIMEOUT = 20.0  # seconds to wait for a provider's answer
 DEFAULT_THREADS = 16  # keep equal to the default in gunicorn.conf.py
+DEFAULT_MAX_CONTENT_LENGTH = 1024 * 1024  # bytes; a cancel needs no body at all
 
 
 class ConfigError(RuntimeError):
@@ -24,6 +25,9 @@ class Settings:
     key_digests: tuple[bytes, ...]  # SHA-256 of each accepted client key
     auth_disabled: bool
     upstreams: dict[str, Upstream]  # configured providers only, in PROVIDERS order
+    max_content_length: int  # larger request bodies get a 413
+    metrics_need_key: bool  # METRICS_AUTH=required: /metrics asks for a gateway key
+    metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
 
     @classmethod
     def from_env(cls, env):
@@ -31,6 +35,9 @@ class Settings:
         auth = env.get("GATEWAY_AUTH", "").strip().lower()
         if auth not in ("", "enabled", "disabled"):
             raise ConfigError("GATEWAY_AUTH must be 'disabled' or unset")
+        metrics_auth = env.get("METRICS_AUTH", "").strip().lower()
+        if metrics_auth not in ("", "none", "required"):
+            raise ConfigError("METRICS_AUTH must be 'required' or unset")
         keys = [k.strip() for k in env.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
         if not keys and auth != "disabled":
             raise ConfigError(
@@ -39,10 +46,14 @@ class Settings:
             )
         read_timeout = _positive_number(env, "UPSTREAM_TIMEOUT", DEFAULT_UPSTREAM_TIMEOUT)
         pool_size = int(_positive_number(env, "GUNICORN_THREADS", DEFAULT_THREADS))
+        body_limit = int(_positive_number(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
         return cls(
             key_digests=tuple(key_digest(k) for k in keys),
             auth_disabled=auth == "disabled",
             upstreams=_upstreams(env, read_timeout, pool_size),
+            max_content_length=body_limit,
+            metrics_need_key=metrics_auth == "required",
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         )
 
 

@@ -2,6 +2,8 @@
 # folder, where gunicorn reads this file by itself; any value here can still be
 # overridden on the command line or through GUNICORN_CMD_ARGS.
 import os
+import shutil
+import tempfile
 
 # Where to listen. A PaaS router sets PORT and expects every interface;
 # without it, stay on loopback, as gunicorn itself would.
@@ -42,3 +44,23 @@ errorlog = "-"
 # No runtime control socket: the platform restarts processes, and several
 # gateways on one host would otherwise contend for one default socket path.
 control_socket_disable = True
+
+# Metrics: every worker writes its counts to files in one folder, and /metrics
+# adds them up (prometheus_client's multiprocess mode). The folder must be known
+# before the app imports prometheus_client, so it is chosen here: a fresh one
+# per start, unless PROMETHEUS_MULTIPROC_DIR names one.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
+
+
+def on_starting(server):
+    """Start counting from zero: drop files a previous run left in the folder."""
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Let prometheus_client forget a dead worker's live gauges (its counts stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,5 +1,7 @@
 """Bearer auth: only the gateway's own keys pass, and none of them travels upstream."""
 
+import hmac
+
 import pytest
 
 from support import (
@@ -75,3 +77,22 @@ def test_healthz_needs_no_key_and_calls_no_provider(client, upstream):
     assert resp.status_code == 200
     assert resp.get_json() == {"status": "ok"}
     assert len(upstream.calls) == 0
+
+
+@pytest.mark.parametrize("token", [GATEWAY_KEY, OTHER_GATEWAY_KEY, "wrong-key"])
+def test_every_key_is_compared_in_constant_time_every_time(client, upstream, monkeypatch, token):
+    compared = []
+
+    def compare_digest(a, b):
+        compared.append(len(a) == len(b) == 32)  # SHA-256 digests: equal lengths
+        return real_compare_digest(a, b)
+
+    real_compare_digest = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", compare_digest)
+    upstream.post(cancel_url("openai", "r"), json=upstream_response("r"))
+    upstream.assert_all_requests_are_fired = token != "wrong-key"
+
+    client.post("/v1/responses/r/cancel?provider=openai",
+                headers={"Authorization": f"Bearer {token}"})
+
+    assert compared == [True, True]  # both configured keys, even after a match

@@ -174,3 +174,24 @@ def test_gunicorn_refuses_to_start_without_gateway_keys():
     assert done.returncode != 0
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "GATEWAY_API_KEYS" in lines[0]
+
+
+def test_metrics_add_up_across_both_workers(gateway, sdk):
+    url, _ = gateway
+    route = 'route="/v1/responses/<string(minlength=0):response_id>/cancel"'
+
+    def cancels_counted():
+        text = requests.get(f"{url}/metrics", timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("gateway_requests_total{") and route in line
+                   and 'provider="openai"' in line and 'status="200"' in line)
+
+    before = cancels_counted()
+    with requests.Session() as first, requests.Session() as second:  # two connections
+        for i in range(10):
+            session = first if i % 2 else second
+            session.post(f"{url}/v1/responses/resp_m{i}/cancel?provider=openai",
+                         headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, timeout=5)
+
+    assert cancels_counted() - before == 10
+    assert {cancels_counted() for _ in range(6)} == {before + 10}  # whichever worker answers

@@ -80,3 +80,24 @@ def test_a_request_id_is_made_when_missing_or_unsafe(client, incoming):
 def test_every_error_carries_a_request_id(client):
     for path in ("/nowhere", "/v1/responses/r/cancel", "/healthz"):
         assert client.get(path).headers["X-Request-ID"]
+
+
+def test_a_body_over_the_limit_is_a_json_413(make_client, upstream):
+    client = make_client(MAX_CONTENT_LENGTH="100")
+
+    resp = client.post("/v1/responses/r/cancel?provider=openai", data="x" * 101,
+                       headers=AUTH, content_type="application/json")
+
+    error = assert_envelope(resp, 413, "invalid_request_error")
+    assert "100 bytes" in error["message"]
+    assert len(upstream.calls) == 0
+
+
+def test_a_body_at_the_limit_is_fine(make_client, upstream):
+    upstream.post(cancel_url("openai", "r"), json=upstream_response("r"))
+    client = make_client(MAX_CONTENT_LENGTH="100")
+
+    resp = client.post("/v1/responses/r/cancel?provider=openai", data="x" * 100,
+                       headers=AUTH, content_type="application/json")
+
+    assert resp.status_code == 200
