@@ -1,101 +1,41 @@
 """End to end: gunicorn started as the Procfile says, driven by the official openai SDK,
 in front of a fake provider on 127.0.0.1."""
 
-import os
-import shlex
-import socket
 import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import openai
 import pytest
 import requests
 
 from fake_upstream import MISSING
+from gateway_process import ROOT, clean_env, free_port, procfile_command, run_gateway
 
-ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_KEY = "gw-e2e-key-0001"
 PROVIDER_KEY = "sk-e2e-provider-0001"
 
 
-def procfile_command():
-    """The web command from the Procfile, as a platform would run it."""
-    kind, _, command = (ROOT / "Procfile").read_text().strip().partition(":")
-    assert kind == "web"
-    return shlex.split(command)
-
-
-def clean_env(**variables):
-    """A minimal environment: none of the developer's own keys or proxies leak in."""
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    return {"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8", **variables}
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(url, proc, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited with {proc.returncode}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError("gunicorn did not become healthy")
-
-
-def read_until(path, needle, times=1, seconds=10):
-    """The log's text once `needle` is in it `times` times (lines land after the reply)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        text = path.read_text()
-        if text.count(needle) >= times or time.monotonic() > deadline:
-            return text
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def gateway(provider, tmp_path_factory):
-    """A real gunicorn, 2 workers, on a free port of 127.0.0.1; yields (url, log path)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    env = clean_env(
+    """A real gunicorn with 2 workers on 127.0.0.1, in front of the fake provider."""
+    with run_gateway(
+        tmp_path_factory.mktemp("gunicorn"),
         GATEWAY_API_KEYS=GATEWAY_KEY,
         OPENAI_API_KEY=PROVIDER_KEY,
         OPENAI_BASE_URL=provider.base_url,
         ANTHROPIC_API_KEY="sk-ant-e2e-0001",
         WEB_CONCURRENCY="2",
-        GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port}",
-    )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(procfile_command(), cwd=ROOT, env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        yield url, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture
 def sdk(gateway):
-    url, _ = gateway
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=GATEWAY_KEY, max_retries=0)
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
 
 
 def test_gunicorn_runs_two_workers(gateway):
-    _, log = gateway
-    assert read_until(log, "Booting worker", times=2).count("Booting worker") == 2
+    assert gateway.read_log_until("Booting worker", times=2).count("Booting worker") == 2
 
 
 def test_sdk_cancels_through_the_gateway(sdk, provider):
@@ -126,8 +66,7 @@ def test_sdk_sees_a_missing_response_as_not_found(sdk):
 
 
 def test_sdk_sees_a_bad_key_as_authentication_error(gateway, provider):
-    url, _ = gateway
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-the-key", max_retries=0)
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="not-the-key", max_retries=0)
     before = len(provider.received)
 
     with pytest.raises(openai.AuthenticationError):
@@ -137,8 +76,7 @@ def test_sdk_sees_a_bad_key_as_authentication_error(gateway, provider):
 
 
 def test_sdk_does_not_retry_an_unsupported_provider(gateway):
-    url, log = gateway
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key=GATEWAY_KEY, max_retries=2)
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=2)
     request_id = f"e2e-{uuid.uuid4().hex}"
 
     with pytest.raises(openai.APIStatusError) as info:
@@ -147,21 +85,20 @@ def test_sdk_does_not_retry_an_unsupported_provider(gateway):
 
     assert info.value.status_code == 501
     assert info.value.body["code"] == "unsupported_response_operation"
-    assert read_until(log, request_id).count(request_id) == 1  # one request, no retries
+    assert gateway.read_log_until(request_id).count(request_id) == 1  # one request, no retries
 
 
 def test_access_log_has_status_latency_and_request_id_but_no_secrets(sdk, gateway):
-    _, log = gateway
     request_id = f"e2e-{uuid.uuid4().hex}"
 
     sdk.responses.cancel("resp_logged", extra_query={"provider": "openai"},
                          extra_headers={"X-Request-ID": request_id})
 
-    [line] = [line for line in read_until(log, request_id).splitlines() if request_id in line]
+    log = gateway.read_log_until(request_id)
+    [line] = [line for line in log.splitlines() if request_id in line]
     assert '"POST /v1/responses/resp_logged/cancel?provider=openai HTTP/1.1" 200 ' in line
     assert line.split()[-2].endswith("ms")
-    text = log.read_text()
-    assert GATEWAY_KEY not in text and PROVIDER_KEY not in text
+    assert GATEWAY_KEY not in log and PROVIDER_KEY not in log
 
 
 def test_gunicorn_refuses_to_start_without_gateway_keys():
@@ -177,7 +114,7 @@ def test_gunicorn_refuses_to_start_without_gateway_keys():
 
 
 def test_metrics_add_up_across_both_workers(gateway, sdk):
-    url, _ = gateway
+    url = gateway.url
     route = 'route="/v1/responses/<string(minlength=0):response_id>/cancel"'
 
     def cancels_counted():
