@@ -19,10 +19,12 @@ MAX_MESSAGE_CHARS = 500  # upstream error messages are passed on, but not whole 
 # connection failures (the request never arrived) and 429/502/503/504 (refused
 # or lost at the provider's edge). A cancel is idempotent, so POST is allowed.
 # Read errors are not retried: the provider may have started on the request.
+# (read=False, not 0: 0 would wrap a read timeout so requests reports it as a
+# connection error; False lets it surface as the ReadTimeout it is.)
 RETRY = Retry(
     total=2,
     connect=2,
-    read=0,
+    read=False,
     status=2,
     other=0,
     allowed_methods=None,

@@ -1,63 +1,134 @@
-"""A small OpenAI-like provider on 127.0.0.1 for end-to-end tests; it records what it gets."""
+"""A small OpenAI-like provider on 127.0.0.1 for tests through real sockets.
+
+It answers POST /v1/responses/{id}/cancel with a cancelled Response, and
+records every request it sees. An id's first word (before a '-') can ask for
+a fault instead, so one server plays every misbehaving provider:
+`s503ra-<n>` answers 503 with Retry-After: 1, `hang-<n>` never answers, ...
+"""
 
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MISSING = "resp_missing"  # the one id this provider does not hold
+BIG = 50 * 1024 * 1024
 
 
 class FakeProvider(ThreadingHTTPServer):
-    """Answers POST /v1/responses/{id}/cancel like OpenAI; keeps every request it saw."""
+    """The fake provider; `received` holds (method, path, headers) in arrival order."""
 
     daemon_threads = True
 
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.received = []  # (method, path, headers) in arrival order
+        self.received = []
+        self.stopping = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def base_url(self):
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
+    def calls_for(self, response_id):
+        """How many requests reached this provider for one id."""
+        return sum(1 for _, path, _ in self.received if f"/responses/{response_id}/" in path)
+
     def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
+        self.stopping.set()
         self.shutdown()
         self.server_close()
+
+
+def cancelled(response_id):
+    return {
+        "id": response_id, "object": "response", "created_at": 1741476542,
+        "status": "cancelled", "background": True, "model": "gpt-4o-mini",
+        "output": [], "error": None, "usage": None,
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.received.append((self.command, self.path, dict(self.headers)))
         parts = self.path.split("/")  # ['', 'v1', 'responses', id, 'cancel']
         if len(parts) != 5 or parts[:3] != ["", "v1", "responses"] or parts[4] != "cancel":
-            return self._reply(404, {"error": {"message": "no such route"}})
-        if parts[3] == MISSING:
-            return self._reply(404, {"error": {
-                "message": f"No response found with id '{MISSING}'.",
-                "type": "invalid_request_error", "param": None, "code": None,
-            }})
-        self._reply(200, {
-            "id": parts[3], "object": "response", "created_at": 1741476542,
-            "status": "cancelled", "background": True, "model": "gpt-4o-mini",
-            "output": [], "error": None, "usage": None,
-        })
+            return self._json(404, {"error": {"message": "no such route"}})
+        response_id = parts[3]
+        fault = FAULTS.get(response_id.split("-", 1)[0])
+        try:
+            if fault:
+                return fault(self)
+            if response_id == MISSING:
+                return self._json(404, {"error": {
+                    "message": f"No response found with id '{MISSING}'.",
+                    "type": "invalid_request_error", "param": None, "code": None,
+                }})
+            self._json(200, cancelled(response_id))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway hung up on a body it did not want: that is the point
 
-    def _reply(self, status, payload):
-        body = json.dumps(payload).encode()
+    def _json(self, status, payload, headers=()):
+        self._send(status, json.dumps(payload).encode(), headers)
+
+    def _send(self, status, body, headers=(), length=None):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
+    def _hang(self):
+        self.server.stopping.wait(60)
+        self.close_connection = True
+
+    def _close_mid_body(self):
+        self._send(200, b'{"id": "resp_', length=1000)
+        self.close_connection = True
+
+    def _big(self, declared):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if declared:
+            self.send_header("Content-Length", str(BIG))
+        self.end_headers()
+        chunk = b" " * (1024 * 1024)
+        for _ in range(BIG // len(chunk)):
+            self.wfile.write(chunk)
+        self.close_connection = True
+
     def log_message(self, *args):
         pass  # keep test output quiet
+
+
+def _error(status, retry_after=None):
+    headers = [("Retry-After", retry_after)] if retry_after else []
+    body = {"error": {"message": f"upstream says {status}", "type": "server_error"}}
+    return lambda handler: handler._json(status, body, headers)
+
+
+FAULTS = {
+    "hang": _Handler._hang,
+    "midbody": _Handler._close_mid_body,
+    "badjson": lambda h: h._send(200, b"{not json"),
+    "array": lambda h: h._send(200, b"[1, 2, 3]"),
+    "big": lambda h: h._big(declared=True),
+    "bigchunked": lambda h: h._big(declared=False),
+    "s401": lambda h: h._json(401, {"error": {  # OpenAI echoes (part of) a bad key back
+        "message": f"Incorrect API key provided: {h.headers.get('Authorization')}"}}),
+    "s400key": lambda h: h._json(400, {"error": {
+        "message": f"Cannot use {h.headers.get('Authorization')} here"}}),
+    "s429ra": _error(429, retry_after="1"),
+    "s500": _error(500),
+    "s502": _error(502),
+    "s503": _error(503),
+    "s503ra": _error(503, retry_after="1"),
+}
