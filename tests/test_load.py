@@ -1,0 +1,65 @@
+"""Load through real gunicorn (2 workers): 1,000 cancels at concurrency 32, three times.
+
+Every cancel must be answered 200 with its own id, the provider must see each
+id exactly once (nothing lost, nothing doubled), and the memory of gunicorn's
+process tree must not keep growing from one round to the next. Speed is not
+asserted here; bench/ measures it.
+"""
+
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from gateway_process import run_gateway
+
+GATEWAY_KEY = "gw-load-key-0001"
+REQUESTS, CONCURRENCY, ROUNDS = 1000, 32, 3
+GROWTH_ALLOWED = 1.10  # round 3 may use at most 10 % more memory than round 1
+
+
+@pytest.fixture(scope="module")
+def gateway(provider, tmp_path_factory):
+    with run_gateway(
+        tmp_path_factory.mktemp("load"),
+        GATEWAY_API_KEYS=GATEWAY_KEY,
+        OPENAI_API_KEY="sk-load-provider-0001",
+        OPENAI_BASE_URL=provider.base_url,
+        WEB_CONCURRENCY="2",
+    ) as gateway:
+        yield gateway
+
+
+def run_round(gateway, ids):
+    """Cancel every id, CONCURRENCY at a time; return (status, returned id) per id."""
+    local = threading.local()
+
+    def cancel(response_id):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()  # keep-alive, as real clients do
+        resp = local.session.post(f"{gateway.url}/v1/responses/{response_id}/cancel",
+                                  headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                                  timeout=30)
+        return resp.status_code, resp.json().get("id")
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        return list(pool.map(cancel, ids))
+
+
+def test_a_thousand_cancels_at_concurrency_32(gateway, provider):
+    memory = []
+    for round_ in range(ROUNDS):
+        ids = [f"resp_load{round_}_{i}_{uuid.uuid4().hex[:8]}" for i in range(REQUESTS)]
+
+        answers = run_round(gateway, ids)
+
+        assert answers == [(200, response_id) for response_id in ids]
+        seen = Counter(path.split("/")[3] for _, path, _ in provider.received
+                       if f"/resp_load{round_}_" in path)
+        assert seen == Counter(ids)  # each id reached the provider exactly once
+        memory.append(gateway.rss_bytes())
+    print(f"gunicorn tree RSS after each round: {[m // 2**20 for m in memory]} MiB")
+    assert memory[-1] <= memory[0] * GROWTH_ALLOWED, memory
