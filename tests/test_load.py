@@ -61,5 +61,6 @@ def test_a_thousand_cancels_at_concurrency_32(gateway, provider):
                        if f"/resp_load{round_}_" in path)
         assert seen == Counter(ids)  # each id reached the provider exactly once
         memory.append(gateway.rss_bytes())
+    assert not [h for _, _, h in provider.received if GATEWAY_KEY in str(h)]  # never forwarded
     print(f"gunicorn tree RSS after each round: {[m // 2**20 for m in memory]} MiB")
     assert memory[-1] <= memory[0] * GROWTH_ALLOWED, memory
