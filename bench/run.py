@@ -1,0 +1,369 @@
+"""Benchmark the cancel path: direct to a fake provider, through this gateway, and
+(with --litellm) through LiteLLM's proxy, side by side in one run so that ratios
+hold on a noisy shared machine.
+
+Two fake providers: nginx answering at once (the physical limit), and an asyncio
+server answering after 50 ms (a real provider's latency). wrk is the client.
+For each row: req/s, p50/p90/p99 latency, errors, peak RSS of the gateway's
+whole process tree, and its CPU seconds per 1,000 requests, from /proc.
+
+Usage: python bench/run.py [--duration S] [--warmup S] [--litellm] [--out DIR]
+Writes DIR/benchmarks.md (table, ratios, targets) and DIR/benchmarks.png.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+KEY = "bench-key"
+CONCURRENCY = (1, 8, 32)
+TICKS = os.sysconf("SC_CLK_TCK")
+NGINX_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path {tmp}/body;
+  server {{
+    listen 127.0.0.1:{port};
+    location ~ ^/v1/responses/([^/]+)/cancel$ {{
+      default_type application/json;
+      return 200 '{{"id":"$1","object":"response","created_at":1741476542,"status":"cancelled","model":"gpt-4o-mini","output":[],"usage":{{"input_tokens":12,"output_tokens":0,"total_tokens":12}}}}';
+    }}
+  }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port, proc, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"a benchmark server exited early: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listened on port {port}")
+
+
+def start(args, port, **kwargs):
+    """Start a server process and wait until it listens on `port`."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            **kwargs)
+    wait_for_port(port, proc)
+    return proc
+
+
+def start_nginx(tmp):
+    port = free_port()
+    conf = Path(tmp) / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+    return start(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], port), port
+
+
+def start_slow_upstream():
+    port = free_port()
+    return start([sys.executable, str(BENCH / "slow_upstream.py"), str(port)], port), port
+
+
+def start_gateway(upstream_port, variant=""):
+    """The gateway exactly as the Procfile starts it; a variant ("GUNICORN_THREADS=32
+    --keep-alive 0") adds environment variables and gunicorn flags."""
+    port = free_port()
+    kind, _, command = (ROOT / "Procfile").read_text().strip().partition(":")
+    words = shlex.split(variant)
+    env = {
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+        "GATEWAY_API_KEYS": KEY,
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        **dict(w.split("=", 1) for w in words if w[:1].isupper() and "=" in w),
+    }
+    flags = " ".join(w for w in words if not (w[:1].isupper() and "=" in w))
+    env["GUNICORN_CMD_ARGS"] = f"--bind 127.0.0.1:{port} {flags}".strip()
+    return start(shlex.split(command), port, cwd=ROOT, env=env), port
+
+
+def start_litellm(upstream_port, tmp):
+    """LiteLLM's proxy from its own venv (bench/litellm-venv), one OpenAI deployment."""
+    binary = BENCH / "litellm-venv" / "bin" / "litellm"
+    if not binary.exists():
+        raise SystemExit("--litellm needs bench/litellm-venv: see bench/README.md")
+    port = free_port()
+    config = Path(tmp) / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-4o-mini\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-4o-mini\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: sk-bench\n"
+        f"general_settings:\n  master_key: {KEY}\n"
+    )
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    return start([str(binary), "--config", str(config), "--host", "127.0.0.1",
+                  "--port", str(port), "--num_workers", "1"], port, env=env), port
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    pids = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        pids += tree(int(child))
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def wrk(port, concurrency, seconds):
+    """Run wrk against 127.0.0.1:port; return the figures its script prints."""
+    threads = 1 if concurrency == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
+         "-s", str(BENCH / "cancel.lua"), f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True, env={**os.environ, "BENCH_KEY": KEY},
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def measure(port, pid, concurrency, args):
+    """Warm up, then measure one row; pid is the process tree to watch, or None."""
+    wrk(port, concurrency, args.warmup)
+    pids = tree(pid) if pid else []
+    peak, sampling = [0], threading.Event()
+
+    def sample():
+        while not sampling.wait(0.2):
+            peak[0] = max(peak[0], rss_bytes(pids))
+
+    sampler = threading.Thread(target=sample)
+    cpu_before = cpu_seconds(pids)
+    sampler.start()
+    figures = wrk(port, concurrency, args.duration)
+    sampling.set()
+    sampler.join()
+    cpu = cpu_seconds(pids) - cpu_before
+    done = figures["requests"]
+    return {
+        "concurrency": concurrency,
+        "rps": done / (figures["duration_us"] / 1e6),
+        "p50_ms": figures["p50_us"] / 1000,
+        "p90_ms": figures["p90_us"] / 1000,
+        "p99_ms": figures["p99_us"] / 1000,
+        "errors": figures["socket_errors"] + figures["non_2xx"],
+        "rss_mb": peak[0] / 2**20 if pid else None,
+        "cpu_per_1k": cpu / done * 1000 if pid and done else None,
+    }
+
+
+def run(args):
+    """Every row, upstream by upstream; returns a list of row dicts."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for upstream_name, starter in (("instant", lambda: start_nginx(tmp)),
+                                       ("50 ms", start_slow_upstream)):
+            upstream, upstream_port = starter()
+            targets = [("direct", None, "")] + [
+                (name, "gateway", flags) for name, flags in args.gateway_configs
+            ]
+            if args.litellm:
+                targets.append(("LiteLLM (1 worker)", "litellm", ""))
+            try:
+                for target, kind, flags in targets:
+                    if kind == "gateway":
+                        server, port = start_gateway(upstream_port, flags)
+                    elif kind == "litellm":
+                        server, port = start_litellm(upstream_port, tmp)
+                    else:
+                        server, port = None, upstream_port
+                    try:
+                        for c in CONCURRENCY:
+                            row = measure(port, server.pid if server else None, c, args)
+                            row.update(upstream=upstream_name, target=target)
+                            print(json.dumps(row), flush=True)
+                            rows.append(row)
+                    finally:
+                        if server:
+                            stop(server)
+            finally:
+                stop(upstream)
+    return rows
+
+
+def fmt(value, spec):
+    return "—" if value is None else format(value, spec)
+
+
+def table(rows):
+    lines = ["| upstream | target | c | req/s | p50 ms | p90 ms | p99 ms | errors "
+             "| peak RSS MB | CPU s / 1k req |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(
+            f"| {r['upstream']} | {r['target']} | {r['concurrency']} | {r['rps']:.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} "
+            f"| {fmt(r['rss_mb'], '.0f')} | {fmt(r['cpu_per_1k'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def pick(rows, upstream, target, c):
+    return next((r for r in rows if (r["upstream"], r["target"], r["concurrency"])
+                 == (upstream, target, c)), None)
+
+
+def findings(rows, gateway):
+    """The ratios in words, and each target checked against the figures."""
+    out = []
+    for upstream in ("instant", "50 ms"):
+        for c in CONCURRENCY:
+            g, d = pick(rows, upstream, gateway, c), pick(rows, upstream, "direct", c)
+            lite = pick(rows, upstream, "LiteLLM (1 worker)", c)
+            line = (f"- {upstream} upstream, c={c}: the gateway carries "
+                    f"{g['rps'] / d['rps']:.0%} of the direct req/s and adds "
+                    f"{g['p50_ms'] - d['p50_ms']:.2f} ms at p50")
+            if lite:
+                line += f"; it serves {g['rps'] / lite['rps']:.1f}× LiteLLM's req/s"
+            out.append(line + ".")
+    gi, di = pick(rows, "instant", gateway, 32), pick(rows, "instant", "direct", 1)
+    g1 = pick(rows, "instant", gateway, 1)
+    gs, ds = pick(rows, "50 ms", gateway, 32), pick(rows, "50 ms", "direct", 32)
+    peak = max(r["rss_mb"] for r in rows if r["target"] == gateway)
+    checks = [
+        ("instant upstream, c=32: ≥ 1,000 req/s", gi["rps"] >= 1000, f"{gi['rps']:.0f} req/s"),
+        ("instant upstream, c=32: ≤ 1.5 CPU-s per 1k requests", gi["cpu_per_1k"] <= 1.5,
+         f"{gi['cpu_per_1k']:.2f} CPU-s"),
+        ("c=1: added p50 over the direct call ≤ 2 ms", g1["p50_ms"] - di["p50_ms"] <= 2,
+         f"{g1['p50_ms'] - di['p50_ms']:.2f} ms"),
+        ("50 ms upstream, c=32: ≥ 80 % of direct req/s", gs["rps"] >= 0.8 * ds["rps"],
+         f"{gs['rps'] / ds['rps']:.0%}"),
+        ("50 ms upstream, c=32: p99 ≤ 80 ms", gs["p99_ms"] <= 80, f"{gs['p99_ms']:.1f} ms"),
+        ("RSS of the whole tree ≤ 100 MB (2 workers)", peak <= 100, f"{peak:.0f} MB peak"),
+    ]
+    out += ["", "| target | holds | measured |", "| --- | --- | --- |"]
+    out += [f"| {name} | {'yes' if ok else '**no**'} | {got} |" for name, ok, got in checks]
+    return "\n".join(out)
+
+
+def chart(rows, path):
+    """req/s and p99 per concurrency, one panel per upstream, one line per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    upstreams = ("instant", "50 ms")
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    for col, upstream in enumerate(upstreams):
+        for target in targets:
+            mine = [r for r in rows if r["upstream"] == upstream and r["target"] == target]
+            cs = [r["concurrency"] for r in mine]
+            axes[0][col].plot(cs, [r["rps"] for r in mine], marker="o", label=target)
+            axes[1][col].plot(cs, [r["p99_ms"] for r in mine], marker="o", label=target)
+        axes[0][col].set_title(f"{upstream} upstream: requests per second")
+        axes[1][col].set_title(f"{upstream} upstream: p99 latency (ms)")
+        for ax in (axes[0][col], axes[1][col]):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+            ax.set_xlabel("concurrent connections")
+            ax.grid(alpha=0.3)
+        axes[1][col].set_yscale("log")
+    axes[0][0].legend()
+    fig.savefig(path, dpi=110)
+
+
+def report(rows, args, out):
+    gateway = args.gateway_configs[0][0]
+    md = [
+        "# Benchmarks",
+        "",
+        f"Made by `python bench/run.py{' --litellm' if args.litellm else ''}` on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d}: {os.cpu_count()} cores shared by wrk, the "
+        f"fake provider and the gateway; Python {platform.python_version()}; "
+        f"{args.warmup} s warm-up and {args.duration} s measured per row. "
+        "RSS and CPU are the gateway's whole process tree (gunicorn master and workers), "
+        "from /proc. Direct rows have no gateway, so no RSS or CPU.",
+        "",
+        table(rows),
+        "",
+        "![req/s and p99 per concurrency](benchmarks.png)",
+        "",
+        "## Ratios and targets",
+        "",
+        findings(rows, gateway),
+        "",
+    ]
+    (out / "benchmarks.md").write_text("\n".join(md))
+    (out / "benchmarks.json").write_text(json.dumps(rows, indent=1))
+    chart(rows, out / "benchmarks.png")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per row")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per row")
+    parser.add_argument("--litellm", action="store_true", help="add LiteLLM's proxy rows")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--gateway", action="append", default=[], metavar="NAME=VARIANT",
+                        help="another gateway row, e.g. '32 threads=GUNICORN_THREADS=32'")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is not installed: see bench/README.md")
+    args.gateway_configs = [("gateway", "")] + [
+        tuple(spec.split("=", 1)) for spec in args.gateway
+    ]
+    args.out.mkdir(exist_ok=True)
+    report(run(args), args, args.out)
+    print(f"wrote {args.out / 'benchmarks.md'} and {args.out / 'benchmarks.png'}")
+
+
+if __name__ == "__main__":
+    main()
