@@ -8,12 +8,12 @@ probed when the client names none.
 To add a provider: give it an entry in PROVIDERS (its cancel function, or
 None), a default base URL below if it has one fixed host, and, if its key
 travels in another header than `Authorization: Bearer`, a line in
-auth_headers(). Configuration then follows from its name: <NAME>_API_KEY and
+key_auth(). Configuration then follows from its name: <NAME>_API_KEY and
 <NAME>_BASE_URL.
 """
 
 from providers import openai_compatible
-from providers.upstream import Upstream, new_session
+from providers.upstream import HeaderAuth, Upstream, new_session
 
 PROVIDERS = {
     "openai": openai_compatible.cancel,
@@ -56,13 +56,13 @@ DEFAULT_BASE_URLS = {
 KEY_OPTIONAL = frozenset({"ollama", "vllm"})
 
 
-def auth_headers(name, api_key):
-    """The header that carries the gateway's own key to this provider."""
+def key_auth(name, api_key):
+    """How the gateway's own key travels to this provider (None: no key)."""
     if not api_key:
-        return {}
+        return None
     if name == "azure":
-        return {"api-key": api_key}
-    return {"Authorization": f"Bearer {api_key}"}
+        return HeaderAuth("api-key", api_key)
+    return HeaderAuth("Authorization", f"Bearer {api_key}")
 
 
 def connect(name, base_url, api_key, read_timeout, pool_size):
@@ -71,6 +71,6 @@ def connect(name, base_url, api_key, read_timeout, pool_size):
         name=name,
         base_url=base_url.rstrip("/"),
         read_timeout=read_timeout,
-        session=new_session(auth_headers(name, api_key), pool_size),
+        session=new_session(key_auth(name, api_key), pool_size),
         secret=api_key,
     )

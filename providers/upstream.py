@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 from urllib3.util.retry import Retry
 
 from providers.errors import BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected
@@ -46,13 +47,25 @@ class Upstream:
     secret: str | None = field(default=None, repr=False)  # only to scrub it from messages
 
 
-def new_session(headers, pool_size):
+class HeaderAuth(AuthBase):
+    """Send the provider key in one header. Being the Session's auth also spares
+    requests a look for ~/.netrc credentials on every call."""
+
+    def __init__(self, header, value):
+        self.header, self.value = header, value
+
+    def __call__(self, request):
+        request.headers[self.header] = self.value
+        return request
+
+
+def new_session(auth, pool_size):
     """Build a Session with the retry policy and a pool sized for gunicorn's threads."""
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=RETRY)
     session = requests.Session()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
-    session.headers.update(headers)
+    session.auth = auth
     return session
 
 
