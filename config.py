@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
 
 DEFAULT_UPSTREAM_TIMEOUT = 20.0  # seconds to wait for a provider's answer
-DEFAULT_THREADS = 16  # keep equal to the default in gunicorn.conf.py
+DEFAULT_THREADS = 32  # keep equal to the default in gunicorn.conf.py
 DEFAULT_MAX_CONTENT_LENGTH = 1024 * 1024  # bytes; a cancel needs no body at all
 
 
