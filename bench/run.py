@@ -31,6 +31,12 @@ BENCH = ROOT / "bench"
 KEY = "bench-key"
 CONCURRENCY = (1, 8, 32)
 TICKS = os.sysconf("SC_CLK_TCK")
+# What nginx answers: a cancelled Response echoing the id ($1) from the path.
+NGINX_BODY = json.dumps({
+    "id": "$1", "object": "response", "created_at": 1741476542, "status": "cancelled",
+    "model": "gpt-4o-mini", "output": [],
+    "usage": {"input_tokens": 12, "output_tokens": 0, "total_tokens": 12},
+}, separators=(",", ":"))
 NGINX_CONF = """
 worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -44,7 +50,7 @@ http {{
     listen 127.0.0.1:{port};
     location ~ ^/v1/responses/([^/]+)/cancel$ {{
       default_type application/json;
-      return 200 '{{"id":"$1","object":"response","created_at":1741476542,"status":"cancelled","model":"gpt-4o-mini","output":[],"usage":{{"input_tokens":12,"output_tokens":0,"total_tokens":12}}}}';
+      return 200 '{body}';
     }}
   }}
 }}
@@ -81,7 +87,7 @@ def start(args, port, **kwargs):
 def start_nginx(tmp):
     port = free_port()
     conf = Path(tmp) / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, body=NGINX_BODY))
     return start(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], port), port
 
 
@@ -112,7 +118,7 @@ def start_litellm(upstream_port, tmp):
     """LiteLLM's proxy from its own venv (bench/litellm-venv), one OpenAI deployment."""
     binary = BENCH / "litellm-venv" / "bin" / "litellm"
     if not binary.exists():
-        raise SystemExit("--litellm needs bench/litellm-venv: see bench/README.md")
+        raise SystemExit("--litellm needs bench/litellm-venv: bench/run --litellm makes it")
     port = free_port()
     config = Path(tmp) / "litellm.yaml"
     config.write_text(
@@ -153,13 +159,17 @@ def cpu_seconds(pids):
     return total / TICKS
 
 
-def rss_bytes(pids):
-    total = 0
+def memory_bytes(pids):
+    """(RSS, PSS) of the processes: RSS counts a page shared by n processes n times,
+    PSS counts 1/n of it in each, so their PSS adds up to what the tree really uses."""
+    rss = pss = 0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1]) * 1024
+    return rss, pss
 
 
 def wrk(port, concurrency, seconds):
@@ -177,11 +187,11 @@ def measure(port, pid, concurrency, args):
     """Warm up, then measure one row; pid is the process tree to watch, or None."""
     wrk(port, concurrency, args.warmup)
     pids = tree(pid) if pid else []
-    peak, sampling = [0], threading.Event()
+    peak, sampling = [0, 0], threading.Event()
 
     def sample():
         while not sampling.wait(0.2):
-            peak[0] = max(peak[0], rss_bytes(pids))
+            peak[:] = map(max, peak, memory_bytes(pids))
 
     sampler = threading.Thread(target=sample)
     cpu_before = cpu_seconds(pids)
@@ -199,6 +209,7 @@ def measure(port, pid, concurrency, args):
         "p99_ms": figures["p99_us"] / 1000,
         "errors": figures["socket_errors"] + figures["non_2xx"],
         "rss_mb": peak[0] / 2**20 if pid else None,
+        "pss_mb": peak[1] / 2**20 if pid else None,
         "cpu_per_1k": cpu / done * 1000 if pid and done else None,
     }
 
@@ -207,6 +218,7 @@ def run(args):
     """Every row, upstream by upstream; returns a list of row dicts."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # nginx's workers run as another user
         for upstream_name, starter in (("instant", lambda: start_nginx(tmp)),
                                        ("50 ms", start_slow_upstream)):
             upstream, upstream_port = starter()
@@ -243,13 +255,14 @@ def fmt(value, spec):
 
 def table(rows):
     lines = ["| upstream | target | c | req/s | p50 ms | p90 ms | p99 ms | errors "
-             "| peak RSS MB | CPU s / 1k req |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| peak RSS MB | peak PSS MB | CPU s / 1k req |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(
             f"| {r['upstream']} | {r['target']} | {r['concurrency']} | {r['rps']:.0f} "
             f"| {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} "
-            f"| {fmt(r['rss_mb'], '.0f')} | {fmt(r['cpu_per_1k'], '.2f')} |")
+            f"| {fmt(r['rss_mb'], '.0f')} | {fmt(r['pss_mb'], '.0f')} "
+            f"| {fmt(r['cpu_per_1k'], '.2f')} |")
     return "\n".join(lines)
 
 
@@ -275,6 +288,7 @@ def findings(rows, gateway):
     g1 = pick(rows, "instant", gateway, 1)
     gs, ds = pick(rows, "50 ms", gateway, 32), pick(rows, "50 ms", "direct", 32)
     peak = max(r["rss_mb"] for r in rows if r["target"] == gateway)
+    peak_pss = max(r["pss_mb"] for r in rows if r["target"] == gateway)
     checks = [
         ("instant upstream, c=32: ≥ 1,000 req/s", gi["rps"] >= 1000, f"{gi['rps']:.0f} req/s"),
         ("instant upstream, c=32: ≤ 1.5 CPU-s per 1k requests", gi["cpu_per_1k"] <= 1.5,
@@ -284,7 +298,8 @@ def findings(rows, gateway):
         ("50 ms upstream, c=32: ≥ 80 % of direct req/s", gs["rps"] >= 0.8 * ds["rps"],
          f"{gs['rps'] / ds['rps']:.0%}"),
         ("50 ms upstream, c=32: p99 ≤ 80 ms", gs["p99_ms"] <= 80, f"{gs['p99_ms']:.1f} ms"),
-        ("RSS of the whole tree ≤ 100 MB (2 workers)", peak <= 100, f"{peak:.0f} MB peak"),
+        ("RSS of the whole tree ≤ 100 MB (2 workers)", peak <= 100,
+         f"{peak:.0f} MB peak RSS ({peak_pss:.0f} MB PSS)"),
     ]
     out += ["", "| target | holds | measured |", "| --- | --- | --- |"]
     out += [f"| {name} | {'yes' if ok else '**no**'} | {got} |" for name, ok, got in checks]
@@ -313,8 +328,8 @@ def chart(rows, path):
             ax.set_xscale("log", base=2)
             ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
             ax.set_xlabel("concurrent connections")
+            ax.set_yscale("log")  # direct to nginx is ~100x anything else
             ax.grid(alpha=0.3)
-        axes[1][col].set_yscale("log")
     axes[0][0].legend()
     fig.savefig(path, dpi=110)
 
@@ -324,12 +339,15 @@ def report(rows, args, out):
     md = [
         "# Benchmarks",
         "",
-        f"Made by `python bench/run.py{' --litellm' if args.litellm else ''}` on "
+        f"Made by `bench/run{' --litellm' if args.litellm else ''}` on "
         f"{datetime.now(timezone.utc):%Y-%m-%d}: {os.cpu_count()} cores shared by wrk, the "
         f"fake provider and the gateway; Python {platform.python_version()}; "
         f"{args.warmup} s warm-up and {args.duration} s measured per row. "
-        "RSS and CPU are the gateway's whole process tree (gunicorn master and workers), "
-        "from /proc. Direct rows have no gateway, so no RSS or CPU.",
+        "Memory and CPU are the gateway's whole process tree (gunicorn master and "
+        "workers, LiteLLM's likewise), from /proc: RSS sums each process's resident "
+        "pages, so a page the workers share with the master counts three times; PSS "
+        "shares it out and so adds up to what the tree really uses. Direct rows have "
+        "no gateway, so no memory or CPU.",
         "",
         table(rows),
         "",
@@ -357,9 +375,10 @@ def main():
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed: see bench/README.md")
-    args.gateway_configs = [("gateway", "")] + [
-        tuple(spec.split("=", 1)) for spec in args.gateway
-    ]
+    # The Procfile's gateway, and the same with the earlier 16 threads per worker,
+    # which showed gthread's uneven split of kept-alive connections (gunicorn.conf.py).
+    args.gateway_configs = [("gateway", ""), ("gateway, 16 threads", "GUNICORN_THREADS=16")]
+    args.gateway_configs += [tuple(spec.split("=", 1)) for spec in args.gateway]
     args.out.mkdir(exist_ok=True)
     report(run(args), args, args.out)
     print(f"wrote {args.out / 'benchmarks.md'} and {args.out / 'benchmarks.png'}")
