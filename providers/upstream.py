@@ -105,7 +105,8 @@ def _read_json(upstream, resp):
     """Read the body within the size cap and time budget; None if it is not JSON."""
     name = upstream.name
     too_big = BadGateway(name, f"{name} sent a body over {MAX_BODY_BYTES // 2**20} MiB")
-    if int(resp.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # garbage: read and see
         raise too_big
     # The read timeout bounds each socket read; this bounds the whole body, so a
     # provider dripping bytes cannot hold a worker thread indefinitely.

@@ -132,6 +132,17 @@ def test_an_oversized_body_is_refused(cancel, upstream, declared):
     assert "MiB" in error["message"]
 
 
+@pytest.mark.parametrize("length", ["abc", "-1", ""])
+def test_a_malformed_content_length_does_not_crash(cancel, upstream, length):
+    upstream.post(URL, body=b'{"id": "x"}', headers={"Content-Length": length},
+                  auto_calculate_content_length=False)
+
+    resp = cancel(provider="openai")
+
+    assert resp.status_code == 200  # the body is read and judged as it is
+    assert resp.get_json()["id"] == "resp_123"
+
+
 def test_a_redirect_is_not_followed(cancel, upstream):
     upstream.post(URL, status=307, headers={"Location": "https://elsewhere.example/steal"})
 
