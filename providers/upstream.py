@@ -123,9 +123,14 @@ def _read_json(upstream, resp):
     except requests.RequestException as exc:
         raise BadGateway(name, f"{name} broke off its answer") from exc
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(b"".join(chunks), parse_constant=_not_json)
     except ValueError:
         return None
+
+
+def _not_json(constant):
+    """NaN and Infinity are Python's extension, not JSON: we could not pass them on."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _raise_for_status(upstream, status, headers, payload):
