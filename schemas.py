@@ -106,8 +106,9 @@ class ResponsesUsageSchema(Schema):
             return data
         usage = {self.RENAMED.get(k, k): v for k, v in data.items() if v is not None}
         extra = {k: usage.pop(k) for k in list(usage) if k not in self.fields}
-        if extra:
-            usage["raw_usage"] = {**extra, **(usage.get("raw_usage") or {})}
+        raw = usage.get("raw_usage", {})
+        if extra and isinstance(raw, dict):  # a raw_usage that is no object fails validation
+            usage["raw_usage"] = {**extra, **raw}
         return usage
 
 

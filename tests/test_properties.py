@@ -1,6 +1,6 @@
-"""Property: any response id either gets a 4xx envelope, or reaches the provider as
-exactly one percent-encoded path segment that decodes back to it."""
+"""Properties over many generated inputs: response ids from clients, bodies from providers."""
 
+import json
 import re
 from urllib.parse import quote, unquote
 
@@ -53,3 +53,42 @@ def test_an_id_is_refused_or_sent_as_one_segment(client, response_id):
     assert segment not in (".", "..")
     assert unquote(segment) == response_id
 
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                 max_size=4),
+    max_leaves=20,
+)
+# Bodies shaped like a Response, with any JSON in any of its fields, or any JSON at all.
+FIELDS = ["id", "object", "created_at", "status", "model", "output", "error", "usage",
+          "provider"]
+bodies = st.one_of(
+    json_values,
+    st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
+    st.fixed_dictionaries({"output": st.lists(st.dictionaries(
+        st.sampled_from(["type", "content", "id", "status", "role"]), json_values))}),
+    st.fixed_dictionaries({"usage": st.dictionaries(st.sampled_from(
+        ["input_tokens", "input_tokens_details", "output_tokens_details", "raw_usage", "x"]),
+        json_values)}),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=bodies)
+def test_any_provider_body_is_a_200_or_a_502_never_a_crash(client, body):
+    with responses.RequestsMock() as upstream:
+        upstream.post(UPSTREAM, body=json.dumps(body), content_type="application/json")
+
+        resp = client.post("/v1/responses/resp_1/cancel?provider=openai",
+                           headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
+
+    assert resp.status_code in (200, 502), resp.get_json()
+    answer = resp.get_json()
+    if resp.status_code == 200:
+        assert (answer["id"], answer["object"], answer["provider"]) == (
+            "resp_1", "response", "openai")
+    else:
+        assert answer["error"]["type"] == "provider_error"
