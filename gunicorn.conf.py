@@ -14,18 +14,18 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 
 # Each request spends nearly all its time waiting on a provider, so each worker
 # runs many threads. A kept-alive client connection stays with the worker that
-# accepted it, and the kernel hands them out unevenly (24/8 of 32 was seen), so
-# each worker gets enough threads to serve every connection a busy router may
-# hold: with 16, the fuller worker queued requests and p99 at 32 connections
-# to a 50 ms provider rose from 69 to 97 ms (docs/benchmarks.md). The app
-# sizes its upstream connection pools from the same variable (config.py), so
-# every thread has a kept-alive connection to the provider to reuse.
+# accepted it, and connections split unevenly between workers, so each worker
+# gets enough threads to serve every connection a busy client may hold: with
+# 16, the fuller worker queued requests, and p99 at 32 connections to a 50 ms
+# provider was 80 ms instead of 66 (docs/benchmarks.md). The app sizes its
+# upstream connection pools from the same variable (config.py), so every
+# thread has a kept-alive connection to the provider to reuse.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS") or 32)
 
 # Build the app once, in the master: a bad configuration then stops the server
-# with one line (instead of workers failing to boot in a loop), and the workers
-# share the loaded code's memory.
+# with one line (instead of a traceback from every worker), and the workers
+# share the loaded code's memory (48 MB PSS for the idle tree instead of 72).
 preload_app = True
 
 # A gthread worker reports its heartbeat from its main thread, so a slow
