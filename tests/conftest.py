@@ -1,11 +1,27 @@
 """Shared fixtures: an app built from a test environment, and mocked providers."""
 
+import os
+import shutil
+import subprocess
+import time
+
 import pytest
+import redis
 import responses
 
 from app import create_app
 from fake_upstream import FakeProvider
+from gateway_process import free_port
 from support import ENV, GATEWAY_KEY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_cwd(tmp_path_factory):
+    """Run in a scratch folder: an app on the default STORE_URL writes its file there."""
+    home = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(home)
 
 
 @pytest.fixture
@@ -16,11 +32,15 @@ def upstream():
 
 
 @pytest.fixture
-def make_client():
-    """Build a test client from ENV with overrides; a None value removes a variable."""
+def make_client(tmp_path):
+    """Build a test client from ENV with overrides; a None value removes a variable.
+
+    Each test has its own response store, so no test sees another's responses.
+    """
 
     def make(**overrides):
-        env = {k: v for k, v in {**ENV, **overrides}.items() if v is not None}
+        env = {"STORE_URL": f"sqlite:///{tmp_path}/store.sqlite3", **ENV, **overrides}
+        env = {k: v for k, v in env.items() if v is not None}
         return create_app(env).test_client()
 
     return make
@@ -52,3 +72,42 @@ def provider():
     """A fake OpenAI-like provider listening on 127.0.0.1."""
     with FakeProvider() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis on 127.0.0.1: TEST_REDIS_URL (.ci/run starts one), else one started here."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.fail("the Redis tests need redis-server on PATH (Debian: apt-get install "
+                    "redis-server) or TEST_REDIS_URL naming a Redis they may write to")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_for_redis(url)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _wait_for_redis(url, seconds=10):
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -1,0 +1,70 @@
+"""The response store: which provider holds each response id, and its last known state.
+
+The gateway learns ids from creates and from successful retrieves and cancels,
+so later calls go straight to the right provider. Two backends keep the same
+contract, chosen by STORE_URL: SQLite, one file shared by every worker on a
+host, and Redis, shared by every host behind a load balancer.
+
+The contract, for a store made by open_store(url, ttl):
+
+    get(response_id) -> Entry | None
+    record(response_id, provider, body) -> Entry   # the entry as stored after the write
+
+record() is a compare-and-set done by the backend in one atomic step, so two
+workers racing cannot interleave. It writes unless that would make the status
+regress (`may_replace`); either way it returns what is stored. Entries expire
+`ttl` seconds after they were first stored. Both methods raise StoreError when
+the backend cannot be reached; the gateway then carries on without it.
+"""
+
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+FINAL = frozenset({"cancelled", "completed", "failed", "incomplete"})
+
+
+class StoreError(Exception):
+    """The store could not be read or written; the message holds no credentials."""
+
+
+class Entry(NamedTuple):
+    """One stored response: who holds it and the last Response the gateway answered."""
+
+    provider: str
+    status: str | None
+    body: dict
+    created_at: float
+    updated_at: float
+
+
+def rank(status):
+    """How far along a status is: queued and unknown 0, in_progress 1, final 2."""
+    if status in FINAL:
+        return 2
+    return 1 if status == "in_progress" else 0
+
+
+def may_replace(stored_status, new_status):
+    """Whether a write of `new_status` may replace `stored_status`.
+
+    A final status is kept for good (a late in_progress, or completed after
+    cancelled, cannot replace it); otherwise a status may only move forward.
+    The backends apply this same rule inside their atomic write.
+    """
+    if stored_status == new_status:
+        return True
+    return rank(stored_status) < 2 and rank(new_status) >= rank(stored_status)
+
+
+def open_store(url, ttl):
+    """Open the store STORE_URL names; raise ValueError if the URL is not one we know."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from store.sqlite_backend import SQLiteStore
+
+        return SQLiteStore.from_url(url, ttl)
+    if scheme in ("redis", "rediss", "unix"):
+        from store.redis_backend import RedisStore
+
+        return RedisStore.from_url(url, ttl)
+    raise ValueError("must start with sqlite:///, redis:// or rediss://")

@@ -1,0 +1,86 @@
+"""The Redis store: one hash per response id, shared by every gateway host.
+
+The compare-and-set in record() is a Lua script, which Redis runs atomically:
+no other client's command runs between its read and its write. Expiry is
+Redis's own, set once when the id is first stored.
+"""
+
+import json
+import time
+from urllib.parse import urlsplit
+
+import redis
+
+from store import Entry, StoreError, rank
+
+KEY_PREFIX = "gateway:response:"
+TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waited for
+
+# KEYS[1]: the id's hash. ARGV: provider, status ('' for none), rank, body, now, ttl.
+# The condition is store.may_replace(), written in Lua.
+RECORD = """
+local stored = redis.call('HMGET', KEYS[1], 'status', 'rank')
+if stored[2] then
+    local old_rank, new_rank = tonumber(stored[2]), tonumber(ARGV[3])
+    if stored[1] ~= ARGV[2] and (old_rank >= 2 or new_rank < old_rank) then
+        return redis.call('HGETALL', KEYS[1])
+    end
+    redis.call('HSET', KEYS[1], 'provider', ARGV[1], 'status', ARGV[2], 'rank', ARGV[3],
+               'body', ARGV[4], 'updated_at', ARGV[5])
+else
+    redis.call('HSET', KEYS[1], 'provider', ARGV[1], 'status', ARGV[2], 'rank', ARGV[3],
+               'body', ARGV[4], 'created_at', ARGV[5], 'updated_at', ARGV[5])
+    redis.call('EXPIRE', KEYS[1], ARGV[6])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+class RedisStore:
+    """Responses in Redis; the client's connection pool is thread- and fork-safe."""
+
+    def __init__(self, client, ttl, where):
+        self.client, self.ttl, self.where = client, int(ttl), where
+        self._record = client.register_script(RECORD)
+
+    @classmethod
+    def from_url(cls, url, ttl):
+        """redis://[:password@]host:port/db, rediss:// for TLS, unix:///path.sock."""
+        parts = urlsplit(url)
+        try:
+            where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+            client = redis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=TIMEOUT,
+                socket_connect_timeout=TIMEOUT,
+            )
+        except ValueError as exc:  # its own message might quote the URL, password and all
+            raise ValueError("is not a valid Redis URL") from exc
+        return cls(client, ttl, where)  # no connection yet: a Redis down at start is no error
+
+    def __str__(self):
+        return f"Redis at {self.where}"  # never the URL: it may hold a password
+
+    def get(self, response_id):
+        """The live entry for an id, or None."""
+        try:
+            fields = self.client.hgetall(KEY_PREFIX + response_id)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+        return _entry(fields) if fields else None
+
+    def record(self, response_id, provider, body):
+        """Store the Response unless its status would regress; return what is stored."""
+        status = body.get("status")
+        args = [provider, status or "", rank(status), json.dumps(body), time.time(), self.ttl]
+        try:
+            flat = self._record(keys=[KEY_PREFIX + response_id], args=args)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+        return _entry(dict(zip(flat[::2], flat[1::2])))
+
+
+def _entry(fields):
+    return Entry(
+        fields["provider"], fields["status"] or None, json.loads(fields["body"]),
+        float(fields["created_at"]), float(fields["updated_at"]),
+    )

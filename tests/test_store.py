@@ -1,0 +1,150 @@
+"""The response store's contract, checked against both backends: SQLite in a temp dir
+and a real redis-server on 127.0.0.1."""
+
+import multiprocessing
+import time
+import uuid
+
+import pytest
+
+from gateway_process import free_port
+from store import StoreError, may_replace, open_store
+
+STATUSES = [None, "queued", "in_progress", "cancelled", "completed", "failed", "incomplete"]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.sqlite3"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def store(store_url):
+    return open_store(store_url, ttl=3600)
+
+
+def new_id():
+    return f"resp_{uuid.uuid4().hex}"
+
+
+def response(response_id, status, **fields):
+    return {"id": response_id, "object": "response", "status": status, **fields}
+
+
+def test_an_unknown_id_is_none(store):
+    assert store.get(new_id()) is None
+
+
+def test_record_then_get(store):
+    rid = new_id()
+    before = time.time()
+
+    written = store.record(rid, "openai", response(rid, "queued", model="gpt-4o-mini"))
+
+    assert written == store.get(rid)
+    assert (written.provider, written.status) == ("openai", "queued")
+    assert written.body == response(rid, "queued", model="gpt-4o-mini")
+    assert before <= written.created_at == written.updated_at <= time.time()
+
+
+def test_an_update_keeps_created_at_and_moves_updated_at(store):
+    rid = new_id()
+    first = store.record(rid, "vllm", response(rid, "in_progress"))
+    time.sleep(0.01)
+
+    second = store.record(rid, "vllm", response(rid, "completed", output=[]))
+
+    assert second.status == "completed" and second.body["output"] == []
+    assert second.created_at == first.created_at < second.updated_at
+    assert store.get(rid) == second
+
+
+@pytest.mark.parametrize("stored", STATUSES)
+@pytest.mark.parametrize("new", STATUSES)
+def test_the_backend_applies_the_no_regression_rule(store, stored, new):
+    rid = new_id()
+    store.record(rid, "openai", response(rid, stored, model="first"))
+
+    kept = store.record(rid, "openai", response(rid, new, model="second"))
+
+    replaced = may_replace(stored, new)
+    assert (kept.status, kept.body["model"]) == ((new, "second") if replaced else (stored, "first"))
+    assert store.get(rid) == kept
+
+
+def test_the_rule_itself():
+    assert not may_replace("cancelled", "in_progress")
+    assert not may_replace("cancelled", "completed")  # completed-after-cancelled
+    assert not may_replace("completed", "in_progress")
+    assert not may_replace("in_progress", "queued")
+    assert may_replace("queued", "in_progress") and may_replace("in_progress", "cancelled")
+    assert may_replace("cancelled", "cancelled")  # the same final status, refreshed
+
+
+def _race(url, rid, statuses, rounds, results):
+    store = open_store(url, ttl=3600)  # each process opens its own, as gunicorn workers do
+    seen = []
+    for _ in range(rounds):
+        for status in statuses:
+            seen.append(store.record(rid, "openai", response(rid, status)).status)
+    results.put(seen)
+
+
+def test_racing_processes_cannot_undo_a_cancel(store, store_url):
+    """One process cancels while three keep writing in_progress: once any write has
+    answered 'cancelled', no later answer (nor the final state) is anything else."""
+    rid = new_id()
+    store.record(rid, "openai", response(rid, "queued"))
+    results = multiprocessing.get_context("fork").Queue()
+    writers = [("in_progress",)] * 3 + [("in_progress", "cancelled")]
+    procs = [multiprocessing.get_context("fork").Process(
+        target=_race, args=(store_url, rid, statuses, 100, results)) for statuses in writers]
+    for proc in procs:
+        proc.start()
+    answers = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+
+    assert store.get(rid).status == "cancelled"
+    for seen in answers:
+        if "cancelled" in seen:
+            assert set(seen[seen.index("cancelled"):]) == {"cancelled"}, seen
+
+
+def test_entries_expire_after_the_ttl(store_url):
+    store = open_store(store_url, ttl=1)
+    rid = new_id()
+    first = store.record(rid, "openai", response(rid, "cancelled"))
+    time.sleep(1.2)
+
+    assert store.get(rid) is None
+    again = store.record(rid, "openai", response(rid, "in_progress"))  # a new entry, not a regression
+    assert again.status == "in_progress" and again.created_at > first.created_at
+
+
+def test_an_unreachable_redis_raises_store_error_without_its_password():
+    store = open_store(f"redis://:sekret-pw@127.0.0.1:{free_port()}/0", ttl=60)
+
+    for operation in (lambda: store.get("r"), lambda: store.record("r", "openai", {})):
+        with pytest.raises(StoreError) as info:
+            operation()
+        assert "sekret-pw" not in str(info.value)
+    assert "sekret-pw" not in str(store)
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "postgres://db/x", "gateway"])
+def test_urls_the_store_cannot_use(url):
+    with pytest.raises(ValueError):
+        open_store(url, ttl=60)
+
+
+def test_a_sqlite_path_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    store = open_store("sqlite:///here.sqlite3", ttl=60)
+    store.record("r", "openai", response("r", "queued"))
+
+    assert (tmp_path / "here.sqlite3").exists()
+    assert str(tmp_path / "here.sqlite3") in str(store)
