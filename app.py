@@ -1,10 +1,12 @@
-"""The gateway's HTTP face: authenticate, validate, pick the provider, map failures.
+"""The gateway's HTTP face: authenticate, validate, pick the provider, answer.
 
-A cancel request reads top to bottom: `authenticate` (every /v1 route),
-`cancel_response` (the view), `check_response_id`, `cancel_candidates` (which
-providers may hold the id), `cancel_first` (ask them in order), `render_response`
-(the contract's shape). Whatever fails on the way, `error_response` turns it
-into the OpenAI error envelope. Provider calls live in providers/.
+A request reads top to bottom: `authenticate` (every /v1 route), the view
+(`create_response`, `retrieve_response`, `cancel_response`), then the steps it
+names: `lookup` (which provider the store says holds an id), `candidates`
+(which providers to ask), `first_success` (ask them in order), `shape` (the
+contract's Response) and `remember` (tell the store). Whatever fails on the
+way, envelope.py turns into the OpenAI error envelope. Provider calls live in
+providers/, the response store in store/.
 """
 
 import hmac
@@ -13,43 +15,31 @@ import re
 import unicodedata
 import uuid
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, current_app, g, request
 from marshmallow import ValidationError
-from werkzeug.exceptions import HTTPException
 
 import metrics
 from config import Settings, key_digest
+from envelope import ApiError, error_response, invalid, unauthorized, unsupported
 from openapi import build_spec
 from providers import PROVIDERS
-from providers.errors import (
-    BadGateway,
-    GatewayTimeout,
-    NotFound,
-    ProviderError,
-    RateLimited,
-    Rejected,
-)
-from schemas import error_envelope_schema, response_schema
+from providers.errors import BadGateway, NotFound, ProviderError
+from providers.upstream import strict_json
+from schemas import provider_list_schema, response_schema
+from store import StoreError
 
 MAX_ID_LENGTH = 256
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what we will echo and log as is
+# How a 501 names each operation a provider lacks.
+LACKS = {
+    "create": "has no Responses API",
+    "retrieve": "cannot retrieve a response natively",
+    "cancel": "has no native cancel for responses",
+}
 
 OPENAPI = build_spec()
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
-
-
-class ApiError(Exception):
-    """A failure the gateway itself detects, already in the envelope's terms."""
-
-    def __init__(self, status, type, message, param=None, code=None, headers=None):
-        super().__init__(message)
-        self.status = status
-        self.type = type
-        self.message = message
-        self.param = param
-        self.code = code
-        self.headers = headers or {}
 
 
 def create_app(test_config=None):
@@ -62,6 +52,7 @@ def create_app(test_config=None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # for bodies that are read
     if settings.auth_disabled:
         app.logger.warning("GATEWAY_AUTH=disabled: every client may use this gateway")
+    app.logger.info("response store: %s", settings.store)
     app.before_request(assign_request_id)
     app.before_request(refuse_large_body)
     app.after_request(echo_request_id)
@@ -138,14 +129,71 @@ def authenticate():
         raise unauthorized("the API key is not valid for this gateway", code="invalid_api_key")
 
 
+@bp.get("/providers")
+def list_providers():
+    """List every provider the gateway knows: configured here or not, and what it can do."""
+    settings = current_app.extensions["gateway"]
+    data = [
+        {"id": name, "object": "provider", "configured": name in settings.upstreams,
+         "responses_api": ops.create is not None, "native_cancel": ops.cancel is not None}
+        for name, ops in PROVIDERS.items()
+    ]
+    return provider_list_schema.dump({"object": "list", "data": data})
+
+
+@bp.post("/responses")
+def create_response():
+    """Create a response at the provider that `model` ("provider/model") or ?provider= names."""
+    settings = current_app.extensions["gateway"]
+    body = json_object_body()
+    if body.get("stream") not in (None, False):
+        raise invalid("stream is not supported: this gateway answers synchronously; "
+                      "create with background=true and poll GET /v1/responses/{id}", "stream")
+    upstream, body = create_target(settings, body, provider_hint())
+    created = call(upstream, "create", body)
+    response_id = created.get("id")
+    if not isinstance(response_id, str) or not response_id:
+        raise BadGateway(upstream.name, f"{upstream.name} created a response but sent no id")
+    return remember(settings.store, upstream.name, shape(upstream.name, created, response_id))
+
+
+@bp.get("/responses/<string(minlength=0):response_id>")
+def retrieve_response(response_id):
+    """Fetch a response's current state from the provider that holds it."""
+    check_response_id(response_id)
+    settings = current_app.extensions["gateway"]
+    hint, stored = provider_hint(), lookup(settings.store, response_id)
+    if stored and not hint and PROVIDERS[stored.provider].retrieve is None:
+        g.provider = stored.provider
+        return stored.body  # its provider keeps nothing to refresh it from
+    upstreams = candidates(settings, "retrieve", hint, stored)
+    provider, body = first_success(upstreams, "retrieve", response_id)
+    return remember(settings.store, provider, shape(provider, body, response_id))
+
+
 @bp.post("/responses/<string(minlength=0):response_id>/cancel")
 def cancel_response(response_id):
     """Cancel a background response at whichever provider holds it."""
     check_response_id(response_id)
     settings = current_app.extensions["gateway"]
-    upstreams = cancel_candidates(settings, request.args.get("provider"))
-    provider, body = cancel_first(upstreams, response_id)
-    return render_response(provider, body, response_id)
+    hint, stored = provider_hint(), lookup(settings.store, response_id)
+    if stored and stored.status == "cancelled" and hint in (None, stored.provider):
+        g.provider = stored.provider
+        return stored.body  # as OpenAI answers a repeat cancel, without asking again
+    upstreams = candidates(settings, "cancel", hint, stored)
+    provider, body = first_success(upstreams, "cancel", response_id)
+    return remember(settings.store, provider, shape(provider, body, response_id))
+
+
+def json_object_body():
+    """The request body as a JSON object, or a 400 saying why it is not one."""
+    try:
+        body = strict_json(request.get_data())
+    except ValueError:  # UnicodeDecodeError included
+        raise invalid("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    return body
 
 
 def check_response_id(response_id):
@@ -160,49 +208,71 @@ def check_response_id(response_id):
         problem = "must not be '.' or '..'"  # URL libraries resolve these as directories
     else:
         return
-    raise ApiError(400, "invalid_request_error", f"response id {problem}", param="id")
+    raise invalid(f"response id {problem}", "id")
 
 
-def cancel_candidates(settings, hint):
-    """The configured providers to ask, in order, honouring a ?provider= hint."""
+def provider_hint():
+    """The provider ?provider= names (lower-cased), None if absent; 400 if unknown."""
+    hint = request.args.get("provider")
     if hint is None:
-        upstreams = [u for name, u in settings.upstreams.items() if PROVIDERS[name]]
-        if not upstreams:
-            raise unsupported("no configured provider can cancel a response natively")
-        return upstreams
+        return None
     name = hint.strip().lower()
     if name not in PROVIDERS:
         known = ", ".join(PROVIDERS)
-        raise ApiError(
-            400, "invalid_request_error",
-            f"unknown provider {hint[:64]!r}; known providers: {known}", param="provider",
+        raise invalid(f"unknown provider {hint[:64]!r}; known providers: {known}", "provider")
+    return name
+
+
+def create_target(settings, body, hint):
+    """The provider a create goes to, and the body to send it (model prefix stripped)."""
+    model = body.get("model")
+    prefix, slash, rest = model.partition("/") if isinstance(model, str) else ("", "", "")
+    prefix = prefix.strip().lower()
+    if hint:  # the model is the provider's own name for it, unless it repeats the hint
+        body = {**body, "model": rest} if prefix == hint and rest else body
+        return configured(settings, "create", hint, "provider"), body
+    if not slash or prefix not in PROVIDERS or not rest:
+        raise invalid(
+            "model must name its provider, as 'provider/model' (e.g. 'openai/gpt-4o-mini'), "
+            f"or pass ?provider=; known providers: {', '.join(PROVIDERS)}", "model",
         )
+    return configured(settings, "create", prefix, "model"), {**body, "model": rest}
+
+
+def candidates(settings, operation, hint, stored):
+    """The providers to ask, in order: the hint's, else the store's, else every capable one."""
+    if hint:
+        return [configured(settings, operation, hint, "provider")]
+    if stored and stored.provider in settings.upstreams:
+        return [configured(settings, operation, stored.provider, None)]
+    upstreams = [u for name, u in settings.upstreams.items()
+                 if getattr(PROVIDERS[name], operation)]
+    if not upstreams:
+        raise unsupported(f"no configured provider can {operation} a response natively")
+    return upstreams
+
+
+def configured(settings, operation, name, param):
+    """The named provider's Upstream: 501 if it lacks the operation, 400 if not configured."""
     # Capability is a fact of the provider, whether or not it is configured here.
-    if PROVIDERS[name] is None:
-        raise unsupported(f"{name} has no native cancel for responses")
+    if getattr(PROVIDERS[name], operation) is None:
+        raise unsupported(f"{name} {LACKS[operation]}")
     if name not in settings.upstreams:
-        raise ApiError(
-            400, "invalid_request_error",
-            f"provider {name!r} is not configured on this gateway", param="provider",
-        )
-    return [settings.upstreams[name]]
+        raise invalid(f"provider {name!r} is not configured on this gateway", param)
+    return settings.upstreams[name]
 
 
-def cancel_first(upstreams, response_id):
-    """Cancel at the first provider that holds the id; a 404 moves on to the next."""
+def first_success(upstreams, operation, response_id):
+    """Run the operation at the first provider that holds the id; a 404 moves on."""
     first_failure = None
     for upstream in upstreams:
         try:
-            with metrics.upstream_call(upstream.name):
-                body = PROVIDERS[upstream.name](upstream, response_id)
-            g.provider = upstream.name
-            return upstream.name, body
+            return upstream.name, call(upstream, operation, response_id)
         except NotFound:
             continue
         except ProviderError as exc:
-            current_app.logger.warning(
-                "request %s: cancel at %s failed: %s", g.request_id, upstream.name, exc.message
-            )
+            current_app.logger.warning("request %s: %s at %s failed: %s",
+                                       g.request_id, operation, upstream.name, exc.message)
             first_failure = first_failure or exc
     if first_failure:
         g.provider = first_failure.provider
@@ -211,7 +281,14 @@ def cancel_first(upstreams, response_id):
     raise ApiError(404, "not_found_error", f"response {response_id!r} was not found at {asked}")
 
 
-def render_response(provider, body, response_id):
+def call(upstream, operation, argument):
+    """Run one provider operation, timed and counted."""
+    g.provider = upstream.name
+    with metrics.upstream_call(upstream.name):
+        return getattr(PROVIDERS[upstream.name], operation)(upstream, argument)
+
+
+def shape(provider, body, response_id):
     """Reshape the provider's Response into the contract's, stamped with id and provider."""
     try:
         response = response_schema.load(body)
@@ -224,64 +301,21 @@ def render_response(provider, body, response_id):
     return response_schema.dump(response)
 
 
-def unauthorized(message, code=None):
-    """A 401 that tells the client which scheme to use."""
-    return ApiError(
-        401, "authentication_error", message, code=code, headers={"WWW-Authenticate": "Bearer"}
-    )
+def lookup(store, response_id):
+    """The store's entry for an id; None if it has none or cannot be reached."""
+    try:
+        return store.get(response_id)
+    except StoreError as exc:
+        current_app.logger.warning("request %s: %s; routing %s by hint or probing",
+                                   g.request_id, exc, response_id)
+        return None
 
 
-def unsupported(message):
-    """A 501 the official SDK will not retry (it retries any 5xx unless told not to)."""
-    return ApiError(
-        501, "invalid_request_error", message,
-        code="unsupported_response_operation", headers={"x-should-retry": "false"},
-    )
-
-
-def error_response(exc):
-    """Turn any failure into the OpenAI error envelope: the one place that does."""
-    error = as_api_error(exc)
-    body = error_envelope_schema.dump({"error": {
-        "type": error.type, "message": error.message, "param": error.param, "code": error.code,
-    }})
-    response = jsonify(body)
-    response.status_code = error.status
-    response.headers.update(error.headers)
-    return response
-
-
-def as_api_error(exc):
-    """Say what a failure means to the client, as status, type, message and headers."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, HTTPException):
-        return http_error(exc)
-    if isinstance(exc, NotFound):
-        return ApiError(404, "not_found_error", exc.message)
-    if isinstance(exc, Rejected):
-        return ApiError(exc.status, "invalid_request_error", exc.message, exc.param, exc.code)
-    if isinstance(exc, RateLimited):
-        headers = {"Retry-After": exc.retry_after} if exc.retry_after else {}
-        return ApiError(429, "rate_limit_error", exc.message, headers=headers)
-    if isinstance(exc, GatewayTimeout):
-        return ApiError(504, "provider_error", exc.message, code="upstream_timeout")
-    if isinstance(exc, BadGateway):
-        return ApiError(502, "provider_error", exc.message, code="upstream_error")
-    current_app.logger.exception("request %s: unexpected error", g.get("request_id"))
-    return ApiError(500, "provider_error", "the gateway failed unexpectedly", code="internal_error")
-
-
-def http_error(exc):
-    """Werkzeug's own errors (unknown URL, wrong method, ...) in envelope terms."""
-    if exc.code == 404:
-        message = f"no such endpoint: {request.method} {request.path}"
-    elif exc.code == 405:
-        message = f"{request.method} is not allowed on {request.path}"
-    else:
-        message = exc.description or exc.name
-    kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
-    default = "invalid_request_error" if (exc.code or 500) < 500 else "provider_error"
-    # Keep Allow, WWW-Authenticate, Retry-After...; the HTML content type goes.
-    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    return ApiError(exc.code or 500, kind.get(exc.code, default), message, headers=headers)
+def remember(store, provider, response):
+    """Tell the store; answer what it holds now (a final status is never undone)."""
+    try:
+        return store.record(response["id"], provider, response).body
+    except StoreError as exc:
+        current_app.logger.warning("request %s: response %s at %s was not stored: %s",
+                                   g.request_id, response["id"], provider, exc)
+        return response

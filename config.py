@@ -5,10 +5,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
+from store import StoreError, open_store
 
 DEFAULT_UPSTREAM_TIMEOUT = 20.0  # seconds to wait for a provider's answer
 DEFAULT_THREADS = 32  # keep equal to the default in gunicorn.conf.py
-DEFAULT_MAX_CONTENT_LENGTH = 1024 * 1024  # bytes; a cancel needs no body at all
+DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # bytes; room for a create with images inline
+DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
+DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
 
 
 class ConfigError(RuntimeError):
@@ -28,6 +31,7 @@ class Settings:
     max_content_length: int  # larger request bodies get a 413
     metrics_need_key: bool  # METRICS_AUTH=required: /metrics asks for a gateway key
     metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
+    store: object  # the response store (store/), opened from STORE_URL and STORE_TTL
 
     @classmethod
     def from_env(cls, env):
@@ -54,6 +58,7 @@ class Settings:
             max_content_length=body_limit,
             metrics_need_key=metrics_auth == "required",
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            store=_store(env),
         )
 
 
@@ -79,6 +84,18 @@ def _upstreams(env, read_timeout, pool_size):
             raise ConfigError(f"{prefix}_BASE_URL must be an http(s) URL")
         upstreams[name] = connect(name, url, key or None, read_timeout, pool_size)
     return upstreams
+
+
+def _store(env):
+    """Open the response store STORE_URL names (a Redis that is down is no error yet)."""
+    url = env.get("STORE_URL", "").strip() or DEFAULT_STORE_URL
+    ttl = _positive_number(env, "STORE_TTL", DEFAULT_STORE_TTL)
+    try:
+        return open_store(url, ttl)
+    except ValueError as exc:
+        raise ConfigError(f"STORE_URL {exc}") from exc
+    except StoreError as exc:
+        raise ConfigError(f"STORE_URL: {exc}") from exc
 
 
 def _positive_number(env, name, default):

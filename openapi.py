@@ -8,7 +8,12 @@ operations below reference them. Served by app.py at GET /openapi.json.
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin, resolver
 
-from schemas import ERROR_TYPES, OpenAIErrorEnvelopeSchema, ResponsesResponseSchema
+from schemas import (
+    ERROR_TYPES,
+    OpenAIErrorEnvelopeSchema,
+    ProviderListSchema,
+    ResponsesResponseSchema,
+)
 
 ERROR_STATUSES = {
     "400": "Bad Request",
@@ -17,6 +22,32 @@ ERROR_STATUSES = {
     "501": "Not Implemented",
     "502": "Bad Gateway",
 }
+# The paths the gateway adds to the contract declare every status they answer.
+GATEWAY_STATUSES = {
+    **ERROR_STATUSES,
+    "413": "Request Entity Too Large",
+    "429": "Too Many Requests",
+    "504": "Gateway Timeout",
+}
+ID_PARAM = {"name": "id", "in": "path", "required": True, "description": "Response ID",
+            "schema": {"type": "string"}}
+# Forwarded as the provider's Responses API expects; only these fields are the gateway's concern.
+CREATE_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string", "description": "'provider/model', e.g. 'openai/gpt-4o-mini'"},
+        "background": {"type": "boolean"},
+        "stream": {"type": "boolean", "enum": [False],
+                   "description": "Streaming is not supported: poll a background response"},
+    },
+    "additionalProperties": True,
+}}}}
+
+
+def provider_param(description):
+    """The optional ?provider= query parameter."""
+    return {"name": "provider", "in": "query", "schema": {"type": "string"},
+            "description": description}
 
 
 def build_spec():
@@ -25,28 +56,35 @@ def build_spec():
         title="GoModel API",
         version="1.0",
         openapi_version="3.0.0",
-        info={"description": "Drop-in OpenAI-compatible gateway: cancel a background "
-                             "response at whichever provider holds it."},
+        info={"description": "Drop-in OpenAI-compatible gateway: create, retrieve and "
+                             "cancel background responses at whichever provider holds them."},
         plugins=[MarshmallowPlugin(schema_name_resolver=lambda s: f"core.{resolver(s)}")],
     )
     spec.components.security_scheme("BearerAuth", {"type": "http", "scheme": "bearer"})
     spec.components.schema("core.ErrorType", {"type": "string", "enum": list(ERROR_TYPES)})
     spec.components.schema("core.ResponsesResponse", schema=ResponsesResponseSchema)
     spec.components.schema("core.OpenAIErrorEnvelope", schema=OpenAIErrorEnvelopeSchema)
-    spec.path(path="/v1/responses/{id}/cancel", operations={"post": {
-        "tags": ["responses"],
-        "summary": "Cancel a response",
+    spec.components.schema("core.ProviderList", schema=ProviderListSchema)
+    spec.path(path="/v1/responses", operations={"post": operation(
+        "Create a response",
+        [provider_param("Provider to create at, instead of a 'provider/' prefix on model")],
+        GATEWAY_STATUSES, request_body=CREATE_BODY,
+    )})
+    spec.path(path="/v1/responses/{id}", operations={"get": operation(
+        "Get a response", [ID_PARAM, provider_param("Provider override for native retrieval")],
+        {k: v for k, v in GATEWAY_STATUSES.items() if k != "413"},
+    )})
+    spec.path(path="/v1/responses/{id}/cancel", operations={"post": operation(
+        "Cancel a response", [ID_PARAM, provider_param("Provider override for native cancellation")],
+        ERROR_STATUSES,  # the contract's own list, though 413, 429 and 504 also occur
+    )})
+    spec.path(path="/v1/providers", operations={"get": {
+        "tags": ["providers"],
+        "summary": "List providers and what each can do",
         "security": [{"BearerAuth": []}],
-        "parameters": [
-            {"name": "id", "in": "path", "required": True, "description": "Response ID",
-             "schema": {"type": "string"}},
-            {"name": "provider", "in": "query", "schema": {"type": "string"},
-             "description": "Provider override for native cancellation"},
-        ],
         "responses": {
-            "200": json_response("OK", "core.ResponsesResponse"),
-            **{code: json_response(text, "core.OpenAIErrorEnvelope")
-               for code, text in ERROR_STATUSES.items()},
+            "200": json_response("OK", "core.ProviderList"),
+            "401": json_response("Unauthorized", "core.OpenAIErrorEnvelope"),
         },
     }})
     doc = spec.to_dict()
@@ -54,6 +92,24 @@ def build_spec():
     error_object = doc["components"]["schemas"]["core.OpenAIErrorObject"]
     error_object["properties"]["type"] = {"$ref": "#/components/schemas/core.ErrorType"}
     return doc
+
+
+def operation(summary, parameters, statuses, request_body=None):
+    """A /v1/responses operation: Bearer auth, a Response on 200, the envelope otherwise."""
+    spec = {
+        "tags": ["responses"],
+        "summary": summary,
+        "security": [{"BearerAuth": []}],
+        "parameters": parameters,
+        "responses": {
+            "200": json_response("OK", "core.ResponsesResponse"),
+            **{code: json_response(text, "core.OpenAIErrorEnvelope")
+               for code, text in statuses.items()},
+        },
+    }
+    if request_body:
+        spec["requestBody"] = request_body
+    return spec
 
 
 def json_response(description, component):

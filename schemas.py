@@ -1,8 +1,10 @@
-"""The shapes the gateway answers with: the Response object and the error envelope.
+"""The shapes the gateway answers with: the Response object, the error envelope and
+the provider list.
 
-Field for field what ../shared/spec/cancel-response.openapi.yaml declares;
-each class is named after its contract component (core.X is XSchema), so the
-OpenAPI document built from them (openapi.py) uses the contract's names.
+The first two are field for field what ../shared/spec/cancel-response.openapi.yaml
+declares; each class is named after its contract component (core.X is XSchema),
+so the OpenAPI document built from them (openapi.py) uses the contract's names.
+The provider list is the gateway's own, in the shape of OpenAI's list endpoints.
 Response schemas load an upstream body (dropping what the contract does not
 name, and nulls) and dump it back, so a client only ever sees the contract.
 """
@@ -135,5 +137,23 @@ class OpenAIErrorEnvelopeSchema(Schema):
     error = fields.Nested(OpenAIErrorObjectSchema, required=True)
 
 
+class ProviderSchema(Schema):
+    """One provider the gateway knows, as GET /v1/providers lists it (never keys or URLs)."""
+
+    id = fields.String(required=True)
+    object = fields.String(required=True, metadata={"description": '"provider"'})
+    configured = fields.Boolean(required=True)
+    responses_api = fields.Boolean(required=True)
+    native_cancel = fields.Boolean(required=True)
+
+
+class ProviderListSchema(Schema):
+    """OpenAI's list shape: {"object": "list", "data": [...]}."""
+
+    object = fields.String(required=True, metadata={"description": '"list"'})
+    data = fields.List(fields.Nested(ProviderSchema), required=True)
+
+
 response_schema = ResponsesResponseSchema()
 error_envelope_schema = OpenAIErrorEnvelopeSchema()
+provider_list_schema = ProviderListSchema()

@@ -1,37 +1,53 @@
-"""The providers the gateway knows, and how each cancels a response.
+"""The providers the gateway knows, and what each can do with a response.
 
-PROVIDERS maps each provider name to the blocking function that cancels a
-response there, or to None where the provider has no native cancel (the
-gateway answers 501 for those). Its order is the order in which providers are
-probed when the client names none.
+PROVIDERS maps each provider name to its Operations: the blocking functions
+that create, retrieve and cancel a response there, each None where the
+provider has no such native operation (the gateway answers 501 for those).
+Its order is the order in which providers are probed when neither the client
+nor the response store says which provider holds an id.
 
-To add a provider: give it an entry in PROVIDERS (its cancel function, or
-None), a default base URL below if it has one fixed host, and, if its key
-travels in another header than `Authorization: Bearer`, a line in
-key_auth(). Configuration then follows from its name: <NAME>_API_KEY and
-<NAME>_BASE_URL.
+To add a provider: give it an entry in PROVIDERS, a default base URL below if
+it has one fixed host, and, if its key travels in another header than
+`Authorization: Bearer`, a line in key_auth(). Configuration then follows from
+its name: <NAME>_API_KEY and <NAME>_BASE_URL.
 """
 
-from providers import openai_compatible
-from providers.upstream import HeaderAuth, Upstream, new_session
+from typing import Callable, NamedTuple
+
+from providers import openai_compatible as oa
+from providers.upstream import RETRY, RETRY_CREATE, HeaderAuth, Upstream, new_session
+
+
+class Operations(NamedTuple):
+    """What a provider can do natively; None answers 501."""
+
+    create: Callable | None  # (upstream, body) -> Response dict
+    retrieve: Callable | None  # (upstream, response_id) -> Response dict
+    cancel: Callable | None  # (upstream, response_id) -> Response dict
+
+
+LIFECYCLE = Operations(create=oa.create, retrieve=oa.retrieve, cancel=oa.cancel)
+STORED = Operations(create=oa.create, retrieve=oa.retrieve, cancel=None)  # keeps responses
+STATELESS = Operations(create=oa.create, retrieve=None, cancel=None)  # forgets them at once
+NO_RESPONSES_API = Operations(create=None, retrieve=None, cancel=None)
 
 PROVIDERS = {
-    "openai": openai_compatible.cancel,
-    "azure": openai_compatible.cancel,
-    "anthropic": None,
-    "gemini": None,
-    "groq": None,
-    "openrouter": None,
-    "deepseek": None,
-    "zai": None,
-    "xai": None,
-    "minimax": None,
-    "xiaomi": None,
-    "opencodego": None,
-    "oracle": openai_compatible.cancel,
-    "ollama": None,
-    "bailian": None,
-    "vllm": openai_compatible.cancel,
+    "openai": LIFECYCLE,
+    "azure": LIFECYCLE,
+    "anthropic": NO_RESPONSES_API,
+    "gemini": NO_RESPONSES_API,
+    "groq": STATELESS,
+    "openrouter": STATELESS,
+    "deepseek": STATELESS,
+    "zai": NO_RESPONSES_API,
+    "xai": STORED,
+    "minimax": NO_RESPONSES_API,
+    "xiaomi": NO_RESPONSES_API,
+    "opencodego": NO_RESPONSES_API,
+    "oracle": LIFECYCLE,
+    "ollama": STATELESS,
+    "bailian": STORED,
+    "vllm": LIFECYCLE,
 }
 
 # Azure and Oracle have none: their URL names the customer's resource or region.
@@ -71,6 +87,7 @@ def connect(name, base_url, api_key, read_timeout, pool_size):
         name=name,
         base_url=base_url.rstrip("/"),
         read_timeout=read_timeout,
-        session=new_session(key_auth(name, api_key), pool_size),
+        session=new_session(key_auth(name, api_key), pool_size, RETRY),
+        create_session=new_session(key_auth(name, api_key), pool_size, RETRY_CREATE),
         secret=api_key,
     )

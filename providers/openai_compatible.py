@@ -3,6 +3,16 @@
 from providers.upstream import path_segment, request_json
 
 
+def create(upstream, body):
+    """Create a response: POST {base_url}/responses with the client's body as is."""
+    return request_json(upstream, "POST", "responses", body=body, replay_safe=False)
+
+
+def retrieve(upstream, response_id):
+    """Fetch a response's current state: GET {base_url}/responses/{id}."""
+    return request_json(upstream, "GET", f"responses/{path_segment(response_id)}")
+
+
 def cancel(upstream, response_id):
     """Cancel a background response: POST {base_url}/responses/{id}/cancel."""
     return request_json(upstream, "POST", f"responses/{path_segment(response_id)}/cancel")

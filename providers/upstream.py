@@ -16,12 +16,12 @@ CONNECT_TIMEOUT = 5.0  # seconds; a healthy provider accepts a connection in far
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a Response object is kilobytes; this much is a broken upstream
 MAX_MESSAGE_CHARS = 500  # upstream error messages are passed on, but not whole pages of them
 
-# Retry only what never did harm upstream, or what a cancel may safely repeat:
+# Retry only what never did harm upstream, or what may safely be repeated:
 # connection failures (the request never arrived) and 429/502/503/504 (refused
-# or lost at the provider's edge). A cancel is idempotent, so POST is allowed.
-# Read errors are not retried: the provider may have started on the request.
-# (read=False, not 0: 0 would wrap a read timeout so requests reports it as a
-# connection error; False lets it surface as the ReadTimeout it is.)
+# or lost at the provider's edge). Retrieve and cancel are idempotent, so POST
+# is allowed. Read errors are not retried: the provider may have started on
+# the request. (read=False, not 0: 0 would wrap a read timeout so requests
+# reports it as a connection error; False lets it surface as the ReadTimeout it is.)
 RETRY = Retry(
     total=2,
     connect=2,
@@ -34,16 +34,21 @@ RETRY = Retry(
     retry_after_max=2,  # honour Retry-After, but never park a worker thread for long
     raise_on_status=False,  # hand the last answer back so its status can be mapped
 )
+# A create is not idempotent: after a 502, 503 or 504 the provider may already be
+# generating (and billing) the response, and a retry would start a second one.
+# Only a refused connection and a 429 (the provider declined to start) are retried.
+RETRY_CREATE = RETRY.new(status_forcelist=(429,))
 
 
 @dataclass(frozen=True)
 class Upstream:
-    """One configured provider: where it lives, how long to wait, and its Session."""
+    """One configured provider: where it lives, how long to wait, and its Sessions."""
 
     name: str
     base_url: str
     read_timeout: float
-    session: requests.Session = field(repr=False)
+    session: requests.Session = field(repr=False)  # calls that may be repeated (RETRY)
+    create_session: requests.Session = field(repr=False)  # calls that may not (RETRY_CREATE)
     secret: str | None = field(default=None, repr=False)  # only to scrub it from messages
 
 
@@ -59,9 +64,9 @@ class HeaderAuth(AuthBase):
         return request
 
 
-def new_session(auth, pool_size):
-    """Build a Session with the retry policy and a pool sized for gunicorn's threads."""
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=RETRY)
+def new_session(auth, pool_size, retry):
+    """Build a Session with a retry policy and a pool sized for gunicorn's threads."""
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
     session = requests.Session()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -74,13 +79,19 @@ def path_segment(value):
     return quote(value, safe="")
 
 
-def request_json(upstream, method, path):
-    """Call the provider and return its JSON object, or raise a ProviderError."""
+def request_json(upstream, method, path, body=None, replay_safe=True):
+    """Call the provider and return its JSON object, or raise a ProviderError.
+
+    `body` is sent as JSON; `replay_safe=False` marks a call that must not be
+    repeated after it may have reached the provider.
+    """
     name = upstream.name
+    session = upstream.session if replay_safe else upstream.create_session
     try:
-        resp = upstream.session.request(
+        resp = session.request(
             method,
             f"{upstream.base_url}/{path}",
+            json=body,
             timeout=(CONNECT_TIMEOUT, upstream.read_timeout),
             allow_redirects=False,  # a redirect could carry the provider key elsewhere
             stream=True,  # read the body ourselves, under a size cap
@@ -123,13 +134,17 @@ def _read_json(upstream, resp):
     except requests.RequestException as exc:
         raise BadGateway(name, f"{name} broke off its answer") from exc
     try:
-        return json.loads(b"".join(chunks), parse_constant=_not_json)
+        return strict_json(b"".join(chunks))
     except ValueError:
         return None
 
 
+def strict_json(data):
+    """Parse JSON, refusing NaN and Infinity: Python's extension, which we could not pass on."""
+    return json.loads(data, parse_constant=_not_json)
+
+
 def _not_json(constant):
-    """NaN and Infinity are Python's extension, not JSON: we could not pass them on."""
     raise ValueError(f"{constant} is not JSON")
 
 

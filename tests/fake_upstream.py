@@ -1,27 +1,36 @@
 """A small OpenAI-like provider on 127.0.0.1 for tests through real sockets.
 
-It answers POST /v1/responses/{id}/cancel with a cancelled Response, and
-records every request it sees. An id's first word (before a '-') can ask for
-a fault instead, so one server plays every misbehaving provider:
-`s503ra-<n>` answers 503 with Retry-After: 1, `hang-<n>` never answers, ...
+It serves the Responses lifecycle: POST /v1/responses creates a response
+(queued if background, else completed), GET /v1/responses/{id} reports it,
+POST /v1/responses/{id}/cancel cancels it. It holds every id but MISSING: one
+it did not create counts as in progress. It records every request it sees.
+An id's first word (before a '-') can ask for a fault instead, so one server
+plays every misbehaving provider: `s503ra-<n>` answers 503 with Retry-After: 1,
+`hang-<n>` never answers, ...
 """
 
 import json
 import threading
+import uuid
+from collections import namedtuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MISSING = "resp_missing"  # the one id this provider does not hold
 BIG = 50 * 1024 * 1024
 
+Received = namedtuple("Received", "method path headers body")
+
 
 class FakeProvider(ThreadingHTTPServer):
-    """The fake provider; `received` holds (method, path, headers) in arrival order."""
+    """The fake provider; `received` holds each Received request in arrival order."""
 
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, prefix="resp_fake"):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.prefix = prefix  # of the ids it creates, to tell two fakes apart
         self.received = []
+        self.statuses = {}  # id -> status, for the responses it created or cancelled
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -29,9 +38,10 @@ class FakeProvider(ThreadingHTTPServer):
     def base_url(self):
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
 
-    def calls_for(self, response_id):
-        """How many requests reached this provider for one id."""
-        return sum(1 for _, path, _ in self.received if f"/responses/{response_id}/" in path)
+    def calls_for(self, response_id, method=None):
+        """How many requests (of one method, if given) reached this provider for one id."""
+        return sum(1 for r in self.received
+                   if r.path.split("/")[3:4] == [response_id] and method in (None, r.method))
 
     def __enter__(self):
         self._thread.start()
@@ -43,23 +53,38 @@ class FakeProvider(ThreadingHTTPServer):
         self.server_close()
 
 
-def cancelled(response_id):
+def response(response_id, status, model="gpt-4o-mini"):
     return {
         "id": response_id, "object": "response", "created_at": 1741476542,
-        "status": "cancelled", "background": True, "model": "gpt-4o-mini",
+        "status": status, "background": True, "model": model,
         "output": [], "error": None, "usage": None,
     }
+
+
+def cancelled(response_id):
+    return response(response_id, "cancelled")
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.received.append((self.command, self.path, dict(self.headers)))
+        self._serve()
+
+    def do_GET(self):
+        self._serve()
+
+    def _serve(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(raw) if raw else None
+        self.server.received.append(Received(self.command, self.path, dict(self.headers), body))
         parts = self.path.split("/")  # ['', 'v1', 'responses', id, 'cancel']
-        if len(parts) != 5 or parts[:3] != ["", "v1", "responses"] or parts[4] != "cancel":
+        route = (self.command, len(parts), parts[4] if len(parts) == 5 else None)
+        if parts[:3] != ["", "v1", "responses"] or route not in (
+                ("POST", 3, None), ("GET", 4, None), ("POST", 5, "cancel")):
             return self._json(404, {"error": {"message": "no such route"}})
+        if len(parts) == 3:
+            return self._create(body)
         response_id = parts[3]
         fault = FAULTS.get(response_id.split("-", 1)[0])
         try:
@@ -70,9 +95,18 @@ class _Handler(BaseHTTPRequestHandler):
                     "message": f"No response found with id '{MISSING}'.",
                     "type": "invalid_request_error", "param": None, "code": None,
                 }})
-            self._json(200, cancelled(response_id))
+            if self.command == "POST":
+                self.server.statuses[response_id] = "cancelled"
+            status = self.server.statuses.get(response_id, "in_progress")
+            self._json(200, response(response_id, status))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the gateway hung up on a body it did not want: that is the point
+
+    def _create(self, body):
+        response_id = f"{self.server.prefix}_{uuid.uuid4().hex}"
+        status = "queued" if body.get("background") else "completed"
+        self.server.statuses[response_id] = status
+        self._json(200, response(response_id, status, model=body.get("model")))
 
     def _json(self, status, payload, headers=()):
         self._send(status, json.dumps(payload).encode(), headers)

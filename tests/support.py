@@ -1,5 +1,7 @@
 """Test data and helpers shared by the test modules."""
 
+from providers import DEFAULT_BASE_URLS
+
 GATEWAY_KEY = "gw-test-key-0001"
 OTHER_GATEWAY_KEY = "gw-test-key-0002"
 
@@ -28,7 +30,10 @@ BASE_URLS = {
     "oracle": "https://inference.generativeai.us-chicago-1.oci.oraclecloud.com/openai/v1",
     "vllm": "http://vllm.internal:8000/v1",
 }
-NATIVE = ["openai", "azure", "oracle", "vllm"]  # the fixed probing order
+NATIVE = ["openai", "azure", "oracle", "vllm"]  # native cancel, in the fixed probing order
+RETRIEVE = ["openai", "azure", "xai", "oracle", "bailian", "vllm"]  # native retrieve, in order
+RESPONSES_API = ["openai", "azure", "groq", "openrouter", "deepseek", "xai", "oracle",
+                 "ollama", "bailian", "vllm"]  # a create is forwarded to these
 
 ENV = {
     "GATEWAY_API_KEYS": f"{GATEWAY_KEY}, {OTHER_GATEWAY_KEY}",
@@ -37,9 +42,24 @@ ENV = {
 }
 
 
+def base_url(provider):
+    """The provider's base URL in ENV: set there, or the built-in default."""
+    return BASE_URLS.get(provider) or DEFAULT_BASE_URLS[provider]
+
+
 def cancel_url(provider, response_id):
     """The upstream URL a native provider's cancel must hit, id already escaped."""
-    return f"{BASE_URLS[provider]}/responses/{response_id}/cancel"
+    return f"{base_url(provider)}/responses/{response_id}/cancel"
+
+
+def retrieve_url(provider, response_id):
+    """The upstream URL a native retrieve must hit, id already escaped."""
+    return f"{base_url(provider)}/responses/{response_id}"
+
+
+def create_url(provider):
+    """The upstream URL a create must hit."""
+    return f"{base_url(provider)}/responses"
 
 
 def upstream_response(response_id="resp_123", **fields):
@@ -57,6 +77,11 @@ def upstream_response(response_id="resp_123", **fields):
         "usage": None,
         **fields,
     }
+
+
+def auth(key=GATEWAY_KEY):
+    """The header a client sends its gateway key in."""
+    return {"Authorization": f"Bearer {key}"}
 
 
 def assert_envelope(resp, status, type_, param=None, code=None):

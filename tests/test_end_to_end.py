@@ -45,7 +45,7 @@ def test_sdk_cancels_through_the_gateway(sdk, provider):
 
     assert (response.id, response.object, response.status) == (response_id, "response", "cancelled")
     assert response.model == "gpt-4o-mini"
-    [(method, path, headers)] = [r for r in provider.received if response_id in r[1]]
+    [(method, path, headers, _)] = [r for r in provider.received if response_id in r.path]
     assert (method, path) == ("POST", f"/v1/responses/{response_id}/cancel")
     assert headers["Authorization"] == f"Bearer {PROVIDER_KEY}"
     assert GATEWAY_KEY not in str(headers)

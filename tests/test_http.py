@@ -13,8 +13,8 @@ AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 @pytest.mark.parametrize("method,path", [
     ("post", "/v1/nothing"),
     ("get", "/"),
-    ("post", "/v1/responses/r"),
     ("post", "/v1/responses/r/cancel/"),
+    ("get", "/v1/responses/r/"),
 ])
 def test_unknown_routes_are_a_json_404(client, method, path):
     resp = getattr(client, method)(path, headers=AUTH)
@@ -23,19 +23,25 @@ def test_unknown_routes_are_a_json_404(client, method, path):
     assert path in error["message"]
 
 
-@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
-def test_wrong_method_is_a_json_405_with_allow(client, method):
-    resp = getattr(client, method)("/v1/responses/r/cancel", headers=AUTH)
+@pytest.mark.parametrize("method,path,allowed", [
+    *[(method, "/v1/responses/r/cancel", "POST") for method in ["get", "put", "delete", "patch"]],
+    ("post", "/v1/responses/r", "GET"),
+    ("get", "/v1/responses", "POST"),
+    ("post", "/v1/providers", "GET"),
+])
+def test_wrong_method_is_a_json_405_with_allow(client, method, path, allowed):
+    resp = getattr(client, method)(path, headers=AUTH)
 
     assert_envelope(resp, 405, "invalid_request_error")
-    assert "POST" in resp.headers["Allow"]
+    assert allowed in resp.headers["Allow"]
 
 
 def test_an_unexpected_exception_is_a_json_500(cancel, monkeypatch, caplog):
     def broken(upstream, response_id):
         raise KeyError("bug")
 
-    monkeypatch.setitem(providers.PROVIDERS, "openai", broken)
+    monkeypatch.setitem(providers.PROVIDERS, "openai",
+                        providers.PROVIDERS["openai"]._replace(cancel=broken))
 
     resp = cancel("r", provider="openai")
 

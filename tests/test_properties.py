@@ -2,6 +2,7 @@
 
 import json
 import re
+import uuid
 from urllib.parse import quote, unquote
 
 import pytest
@@ -32,8 +33,9 @@ def client():
 def test_an_id_is_refused_or_sent_as_one_segment(client, response_id):
     encoded = quote(response_id, safe="")  # what the official SDK sends
     with responses.RequestsMock(assert_all_requests_are_fired=False) as upstream:
+        # In progress, not cancelled: a stored cancel would be answered without a call.
         upstream.add_callback(responses.POST, UPSTREAM, callback=lambda request: (
-            200, {}, '{"status": "cancelled"}'))
+            200, {}, '{"status": "in_progress"}'))
 
         resp = client.post(f"/v1/responses/{encoded}/cancel?provider=openai",
                            headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
@@ -79,16 +81,17 @@ bodies = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies)
 def test_any_provider_body_is_a_200_or_a_502_never_a_crash(client, body):
+    response_id = f"resp_{uuid.uuid4().hex}"  # a new id each time: the store has no answer
     with responses.RequestsMock() as upstream:
         upstream.post(UPSTREAM, body=json.dumps(body), content_type="application/json")
 
-        resp = client.post("/v1/responses/resp_1/cancel?provider=openai",
+        resp = client.post(f"/v1/responses/{response_id}/cancel?provider=openai",
                            headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
 
     assert resp.status_code in (200, 502), resp.get_json()
     answer = resp.get_json()
     if resp.status_code == 200:
         assert (answer["id"], answer["object"], answer["provider"]) == (
-            "resp_1", "response", "openai")
+            response_id, "response", "openai")
     else:
         assert answer["error"]["type"] == "provider_error"

@@ -4,7 +4,8 @@ import pytest
 
 from providers import PROVIDERS
 from support import (
-    GATEWAY_KEY, NATIVE, PROVIDER_KEYS, assert_envelope, cancel_url, upstream_response,
+    GATEWAY_KEY, NATIVE, PROVIDER_KEYS, RESPONSES_API, RETRIEVE, assert_envelope, cancel_url,
+    upstream_response,
 )
 
 OTHERS = [name for name in PROVIDERS if name not in NATIVE]
@@ -15,7 +16,9 @@ def test_the_dict_holds_every_provider_in_scope():
         "openai", "azure", "anthropic", "gemini", "groq", "openrouter", "deepseek", "zai",
         "xai", "minimax", "xiaomi", "opencodego", "oracle", "ollama", "bailian", "vllm",
     ]
-    assert [name for name, cancel in PROVIDERS.items() if cancel] == NATIVE
+    assert [name for name, ops in PROVIDERS.items() if ops.cancel] == NATIVE
+    assert [name for name, ops in PROVIDERS.items() if ops.retrieve] == RETRIEVE
+    assert [name for name, ops in PROVIDERS.items() if ops.create] == RESPONSES_API
 
 
 @pytest.mark.parametrize("provider", NATIVE)
