@@ -79,6 +79,7 @@ def redis_url(tmp_path_factory):
     """A real Redis on 127.0.0.1: TEST_REDIS_URL (.ci/run starts one), else one started here."""
     url = os.environ.get("TEST_REDIS_URL")
     if url:
+        _wait_for_redis(url)
         yield url
         return
     binary = shutil.which("redis-server")

@@ -69,8 +69,8 @@ def run_gateway(log_dir, **env):
     """
     port = free_port()
     log = Path(log_dir) / f"gunicorn-{port}.log"
-    env = clean_env(GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port}",
-                    STORE_URL=f"sqlite:///{log_dir}/gateway.sqlite3", **env)
+    env = clean_env(**{"GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
+                       "STORE_URL": f"sqlite:///{log_dir}/gateway.sqlite3", **env})
     with open(log, "wb") as out:
         proc = subprocess.Popen(procfile_command(), cwd=ROOT, env=env, stdout=out, stderr=out)
     gateway = Gateway(f"http://127.0.0.1:{port}", log, proc)

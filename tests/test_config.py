@@ -99,3 +99,47 @@ def test_provider_keys_never_show_in_reprs():
     text = repr(Settings.from_env(env()))
 
     assert not [key for key in [GATEWAY_KEY, *PROVIDER_KEYS.values()] if key in text]
+
+
+def test_the_default_store_is_a_sqlite_file_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    settings = Settings.from_env(env())
+
+    assert str(settings.store) == f"SQLite at {tmp_path / 'gateway.sqlite3'}"
+    assert settings.store.ttl == 30 * 24 * 3600
+    assert (tmp_path / "gateway.sqlite3").exists()
+
+
+def test_store_url_and_ttl_are_read(redis_url):
+    settings = Settings.from_env(env(STORE_URL=redis_url, STORE_TTL="60"))
+
+    assert str(settings.store).startswith("Redis at 127.0.0.1:") and settings.store.ttl == 60
+
+
+@pytest.mark.parametrize("url", ["postgres://db/x", "sqlite:///:memory:", "redis://h:port/0",
+                                 "sqlite:////no/such/dir/x.sqlite3"])
+def test_a_store_url_the_gateway_cannot_use_refuses_to_start(url):
+    with pytest.raises(ConfigError, match="STORE_URL") as info:
+        Settings.from_env(env(STORE_URL=url))
+
+    assert "\n" not in str(info.value)
+
+
+def test_a_redis_password_never_appears_in_the_refusal():
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env(STORE_URL="redis://:sekret-pw@h:port/0"))
+
+    assert "sekret-pw" not in str(info.value)
+
+
+def test_a_redis_that_is_down_at_start_is_no_reason_to_refuse():
+    settings = Settings.from_env(env(STORE_URL="redis://127.0.0.1:1/0"))
+
+    assert str(settings.store) == "Redis at 127.0.0.1:1"
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", "30d", "inf"])
+def test_store_ttl_must_be_a_positive_number_of_seconds(ttl):
+    with pytest.raises(ConfigError, match="STORE_TTL"):
+        Settings.from_env(env(STORE_TTL=ttl))
