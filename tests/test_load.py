@@ -1,4 +1,5 @@
-"""Load through real gunicorn (2 workers): 1,000 cancels at concurrency 32, three times.
+"""Load through real gunicorn (2 workers): 1,000 cancels at concurrency 32, three times;
+then 500 create, cancel, cancel-again lifecycles on the SQLite store.
 
 Every cancel must be answered 200 with its own id, the provider must see each
 id exactly once (nothing lost, nothing doubled), and the memory of gunicorn's
@@ -64,3 +65,37 @@ def test_a_thousand_cancels_at_concurrency_32(gateway, provider):
     assert not [r for r in provider.received if GATEWAY_KEY in str(r.headers)]  # never forwarded
     print(f"gunicorn tree RSS after each round: {[m // 2**20 for m in memory]} MiB")
     assert memory[-1] <= memory[0] * GROWTH_ALLOWED, memory
+
+
+PAIRS = 500
+
+
+def test_create_then_cancel_twice_on_the_sqlite_store_at_concurrency_32(gateway, provider):
+    """Each create is stored by one worker and cancelled through either; the repeat cancel
+    is answered from the store. Under this load no store write may fail (the log says
+    'was not stored' when one does)."""
+    local = threading.local()
+
+    def post(path, **kwargs):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return local.session.post(f"{gateway.url}/v1/responses{path}", timeout=30,
+                                  headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, **kwargs)
+
+    def lifecycle(i):
+        created = post("", json={"model": "openai/m", "input": f"load {i}", "background": True})
+        rid = created.json()["id"]
+        first, second = post(f"/{rid}/cancel"), post(f"/{rid}/cancel")
+        return rid, [r.status_code for r in (created, first, second)], second.json()["status"]
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        results = list(pool.map(lifecycle, range(PAIRS)))
+
+    assert [codes for _, codes, _ in results] == [[200, 200, 200]] * PAIRS
+    assert {status for _, _, status in results} == {"cancelled"}
+    ids = [rid for rid, _, _ in results]
+    assert len(set(ids)) == PAIRS
+    cancels = Counter(r.path.split("/")[3] for r in provider.received
+                      if r.path.endswith("/cancel") and r.path.split("/")[3] in set(ids))
+    assert cancels == Counter(ids)  # one upstream cancel each: every repeat came from the store
+    assert "was not stored" not in gateway.log.read_text()
