@@ -306,6 +306,7 @@ def lookup(store, response_id):
     try:
         return store.get(response_id)
     except StoreError as exc:
+        metrics.count_store_error("get")
         current_app.logger.warning("request %s: %s; routing %s by hint or probing",
                                    g.request_id, exc, response_id)
         return None
@@ -316,6 +317,7 @@ def remember(store, provider, response):
     try:
         return store.record(response["id"], provider, response).body
     except StoreError as exc:
+        metrics.count_store_error("record")
         current_app.logger.warning("request %s: response %s at %s was not stored: %s",
                                    g.request_id, response["id"], provider, exc)
         return response

@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests, provider latency and provider errors.
+"""Prometheus metrics: requests, provider latency, provider errors and store errors.
 
 Under gunicorn every worker is its own process, so gunicorn.conf.py points
 prometheus_client's multiprocess mode at a folder (PROMETHEUS_MULTIPROC_DIR):
@@ -34,6 +34,11 @@ UPSTREAM_ERRORS = Counter(
     ["provider", "kind"],
 )
 
+STORE_ERRORS = Counter(
+    "gateway_store_errors_total", "Response store reads and writes that failed.",
+    ["operation"],
+)
+
 
 @contextmanager
 def upstream_call(provider):
@@ -46,6 +51,11 @@ def upstream_call(provider):
         raise
     finally:
         UPSTREAM_LATENCY.labels(provider).observe(time.perf_counter() - start)
+
+
+def count_store_error(operation):
+    """Count one failed store call ("get" or "record")."""
+    STORE_ERRORS.labels(operation).inc()
 
 
 def count_request(route, status, provider):

@@ -1,7 +1,8 @@
-"""GET /metrics: Prometheus text with requests, provider latency and provider errors."""
+"""GET /metrics: Prometheus text with requests, provider latency, provider and store errors."""
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway_process import free_port
 from support import GATEWAY_KEY, cancel_url, upstream_response
 
 
@@ -67,3 +68,16 @@ def test_metrics_are_public_by_default_and_can_require_a_key(make_client):
     assert guarded.get("/metrics").status_code == 401
     ok = guarded.get("/metrics", headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
     assert ok.status_code == 200
+
+
+def test_store_failures_are_counted(make_client, upstream):
+    client = make_client(STORE_URL=f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
+    upstream.post(cancel_url("openai", "r"), json=upstream_response("r"))
+    before = scrape(client)
+
+    client.post("/v1/responses/r/cancel?provider=openai",
+                headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
+
+    after = scrape(client)
+    assert delta(before, after, "gateway_store_errors_total", operation="get") == 1
+    assert delta(before, after, "gateway_store_errors_total", operation="record") == 1
