@@ -7,7 +7,7 @@ local body = '{"model":"gpt-4o-mini"}'
 local threads, prefix, counter = 0, "", 0
 
 function setup(thread)
-  thread:set("prefix", "t" .. threads)
+  thread:set("prefix", (os.getenv("BENCH_RUN") or "run") .. "_t" .. threads)
   threads = threads + 1
 end
 

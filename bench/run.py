@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -97,9 +98,10 @@ def start_slow_upstream():
 
 
 def start_gateway(upstream_port, variant=""):
-    """The gateway exactly as the Procfile starts it; a variant ("GUNICORN_THREADS=32
-    --keep-alive 0") adds environment variables and gunicorn flags."""
+    """The gateway exactly as the Procfile starts it, on a new SQLite store; a variant
+    ("GUNICORN_THREADS=32 --keep-alive 0") adds environment variables and gunicorn flags."""
     port = free_port()
+    store = Path(tempfile.mkdtemp(prefix="bench-store-")) / "gateway.sqlite3"
     kind, _, command = (ROOT / "Procfile").read_text().strip().partition(":")
     words = shlex.split(variant)
     env = {
@@ -107,6 +109,7 @@ def start_gateway(upstream_port, variant=""):
         "GATEWAY_API_KEYS": KEY,
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+        "STORE_URL": f"sqlite:///{store}",
         **dict(w.split("=", 1) for w in words if w[:1].isupper() and "=" in w),
     }
     flags = " ".join(w for w in words if not (w[:1].isupper() and "=" in w))
@@ -178,7 +181,9 @@ def wrk(port, concurrency, seconds):
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
          "-s", str(BENCH / "cancel.lua"), f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, check=True, env={**os.environ, "BENCH_KEY": KEY},
+        capture_output=True, text=True, check=True,
+        # A new id prefix for each run: a repeated id would be answered from the store.
+        env={**os.environ, "BENCH_KEY": KEY, "BENCH_RUN": uuid.uuid4().hex[:12]},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
