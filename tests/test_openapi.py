@@ -1,5 +1,6 @@
 """GET /openapi.json comes from the schemas and matches the contract it implements."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,17 @@ def test_the_document_is_what_the_schemas_build(served):
     from openapi import build_spec
 
     assert served == build_spec()
+
+
+def test_every_api_route_is_documented_so_the_fuzzer_reaches_it(client, served):
+    """Each /v1 route and method the app serves is in the document schemathesis fuzzes."""
+    app = client.application
+    routes = {
+        (re.sub(r"<[^:>]*:?(\w+)>", r"{\1}", rule.rule).replace("{response_id}", "{id}"),
+         method.lower())
+        for rule in app.url_map.iter_rules() if rule.rule.startswith("/v1/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    documented = {(path, method) for path, ops in served["paths"].items() for method in ops}
+
+    assert routes == documented
