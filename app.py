@@ -304,12 +304,14 @@ def shape(provider, body, response_id):
 def lookup(store, response_id):
     """The store's entry for an id; None if it has none or cannot be reached."""
     try:
-        return store.get(response_id)
+        entry = store.get(response_id)
     except StoreError as exc:
         metrics.count_store_error("get")
         current_app.logger.warning("request %s: %s; routing %s by hint or probing",
                                    g.request_id, exc, response_id)
         return None
+    # A provider this version does not know (a shared Redis, an older or newer gateway): probe.
+    return entry if entry and entry.provider in PROVIDERS else None
 
 
 def remember(store, provider, response):

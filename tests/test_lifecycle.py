@@ -185,3 +185,13 @@ def test_store_down_create_answers_and_logs_what_was_not_stored(storeless, upstr
     [record] = [r for r in caplog.records if "was not stored" in r.getMessage()]
     assert record.levelno == logging.WARNING
     assert "resp_lost" in record.getMessage() and "openai" in record.getMessage()
+
+
+def test_a_stored_provider_this_gateway_does_not_know_is_ignored(client, cancel, upstream):
+    store = client.application.extensions["gateway"].store
+    store.record("r", "retired-provider", upstream_response("r", status="in_progress"))
+    upstream.post(cancel_url("openai", "r"), json=upstream_response("r"))
+
+    resp = cancel("r")  # probed, as if the store did not hold it
+
+    assert resp.get_json()["provider"] == "openai"
