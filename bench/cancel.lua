@@ -4,7 +4,8 @@
 local key = os.getenv("BENCH_KEY") or "bench-key"
 local headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
 local body = '{"model":"gpt-4o-mini"}'
-local threads, prefix, counter = 0, "", 0
+local threads, counter = 0, 0
+prefix = ""  -- a global, not a local: thread:set() below sets each thread's global
 
 function setup(thread)
   thread:set("prefix", (os.getenv("BENCH_RUN") or "run") .. "_t" .. threads)
