@@ -17,7 +17,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 # accepted it, and connections split unevenly between workers, so each worker
 # gets enough threads to serve every connection a busy client may hold: with
 # 16, the fuller worker queued requests, and p99 at 32 connections to a 50 ms
-# provider was 80 ms instead of 66 (docs/benchmarks.md). The app sizes its
+# provider was 114 ms instead of 65 (docs/benchmarks.md). The app sizes its
 # upstream connection pools from the same variable (config.py), so every
 # thread has a kept-alive connection to the provider to reuse.
 worker_class = "gthread"
