@@ -27,8 +27,10 @@ CHECKS = [not_a_crash, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def api_schema(provider):
+def api_schema(provider, tmp_path_factory):
+    store = tmp_path_factory.mktemp("fuzz") / "store.sqlite3"
     app = create_app({
+        "STORE_URL": f"sqlite:///{store}",
         "GATEWAY_API_KEYS": GATEWAY_KEY,
         "OPENAI_API_KEY": "sk-fuzz",
         "OPENAI_BASE_URL": provider.base_url,

@@ -24,8 +24,9 @@ ids = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def client():
-    return create_app(ENV).test_client()
+def client(tmp_path_factory):
+    store = tmp_path_factory.mktemp("properties") / "store.sqlite3"  # no other test's answers
+    return create_app({**ENV, "STORE_URL": f"sqlite:///{store}"}).test_client()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
