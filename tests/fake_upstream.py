@@ -61,10 +61,6 @@ def response(response_id, status, model="gpt-4o-mini"):
     }
 
 
-def cancelled(response_id):
-    return response(response_id, "cancelled")
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
