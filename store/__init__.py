@@ -8,13 +8,21 @@ host, and Redis, shared by every host behind a load balancer.
 The contract, for a store made by open_store(url, ttl):
 
     get(response_id) -> Entry | None
-    record(response_id, provider, body) -> Entry   # the entry as stored after the write
+    record(response_id, provider, body, run=False) -> Entry   # as stored after the write
+    statuses(response_ids) -> {response_id: status}           # the live ones among them
+    heartbeat(response_ids)                                   # runs still going, now
 
 record() is a compare-and-set done by the backend in one atomic step, so two
 workers racing cannot interleave. It writes unless that would make the status
 regress (`may_replace`); either way it returns what is stored. Entries expire
-`ttl` seconds after they were first stored. Both methods raise StoreError when
+`ttl` seconds after they were first stored. Every method raises StoreError when
 the backend cannot be reached; the gateway then carries on without it.
+
+Responses the gateway runs itself (background.py) are written with run=True:
+that stamps the entry's heartbeat (which marks it as run by the gateway), and
+makes the write strict, so a final status is never rewritten, not even by
+itself: the first cancel, completion or failure is the one that stands.
+heartbeat() stamps the entries of runs that are still going.
 """
 
 from typing import NamedTuple
@@ -35,6 +43,12 @@ class Entry(NamedTuple):
     body: dict
     created_at: float
     updated_at: float
+    heartbeat_at: float | None = None  # the gateway's runner last said it is alive; None: not run here
+
+    @property
+    def gateway_run(self):
+        """Whether the gateway runs this response itself (background.py), not its provider."""
+        return self.heartbeat_at is not None
 
 
 def rank(status):
@@ -44,14 +58,16 @@ def rank(status):
     return 1 if status == "in_progress" else 0
 
 
-def may_replace(stored_status, new_status):
+def may_replace(stored_status, new_status, strict=False):
     """Whether a write of `new_status` may replace `stored_status`.
 
     A final status is kept for good (a late in_progress, or completed after
     cancelled, cannot replace it); otherwise a status may only move forward.
+    A final status may be refreshed by itself (a provider's cancelled Response
+    fetched again), unless `strict`: a gateway run's first final word stands.
     The backends apply this same rule inside their atomic write.
     """
-    if stored_status == new_status:
+    if stored_status == new_status and not (strict and rank(new_status) == 2):
         return True
     return rank(stored_status) < 2 and rank(new_status) >= rank(stored_status)
 

@@ -16,13 +16,16 @@ from store import Entry, StoreError, rank
 KEY_PREFIX = "gateway:response:"
 TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waited for
 
-# KEYS[1]: the id's hash. ARGV: provider, status ('' for none), rank, body, now, ttl.
-# The condition is store.may_replace(), written in Lua.
+# KEYS[1]: the id's hash. ARGV: provider, status ('' for none), rank, body, now, ttl,
+# run ('1': a gateway run's write: stamp its heartbeat, never rewrite a final status).
+# The condition is store.may_replace(strict=run), written in Lua.
 RECORD = """
 local stored = redis.call('HMGET', KEYS[1], 'status', 'rank')
+local run = ARGV[7] == '1'
 if stored[2] then
     local old_rank, new_rank = tonumber(stored[2]), tonumber(ARGV[3])
-    if stored[1] ~= ARGV[2] and (old_rank >= 2 or new_rank < old_rank) then
+    local refresh = stored[1] == ARGV[2] and not (run and new_rank >= 2)
+    if not refresh and (old_rank >= 2 or new_rank < old_rank) then
         return redis.call('HGETALL', KEYS[1])
     end
     redis.call('HSET', KEYS[1], 'provider', ARGV[1], 'status', ARGV[2], 'rank', ARGV[3],
@@ -32,7 +35,20 @@ else
                'body', ARGV[4], 'created_at', ARGV[5], 'updated_at', ARGV[5])
     redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
+if run then
+    redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[5])
+end
 return redis.call('HGETALL', KEYS[1])
+"""
+# KEYS: the hashes of runs this process holds. ARGV[1]: now. Only runs still going.
+HEARTBEAT = """
+for _, key in ipairs(KEYS) do
+    local stored = redis.call('HMGET', key, 'rank', 'heartbeat_at')
+    if stored[1] and tonumber(stored[1]) < 2 and stored[2] then
+        redis.call('HSET', key, 'heartbeat_at', ARGV[1])
+    end
+end
+return 0
 """
 
 
@@ -42,6 +58,7 @@ class RedisStore:
     def __init__(self, client, ttl, where):
         self.client, self.ttl, self.where = client, int(ttl), where
         self._record = client.register_script(RECORD)
+        self._heartbeat = client.register_script(HEARTBEAT)
 
     @classmethod
     def from_url(cls, url, ttl):
@@ -68,19 +85,44 @@ class RedisStore:
             raise StoreError(f"Redis store: {exc}") from exc
         return _entry(fields) if fields else None
 
-    def record(self, response_id, provider, body):
+    def record(self, response_id, provider, body, run=False):
         """Store the Response unless its status would regress; return what is stored."""
         status = body.get("status")
-        args = [provider, status or "", rank(status), json.dumps(body), time.time(), self.ttl]
+        args = [provider, status or "", rank(status), json.dumps(body), time.time(), self.ttl,
+                "1" if run else "0"]
         try:
             flat = self._record(keys=[KEY_PREFIX + response_id], args=args)
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
         return _entry(dict(zip(flat[::2], flat[1::2])))
 
+    def statuses(self, response_ids):
+        """{id: status} for those of `response_ids` that are stored."""
+        ids = list(response_ids)
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for response_id in ids:
+                    pipe.hget(KEY_PREFIX + response_id, "status")
+                found = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+        return {i: status or None for i, status in zip(ids, found) if status is not None}
+
+    def heartbeat(self, response_ids):
+        """Stamp the heartbeat of those gateway runs among `response_ids` still going."""
+        keys = [KEY_PREFIX + i for i in response_ids]
+        if not keys:
+            return
+        try:
+            self._heartbeat(keys=keys, args=[time.time()])
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+
 
 def _entry(fields):
+    heartbeat_at = fields.get("heartbeat_at")
     return Entry(
         fields["provider"], fields["status"] or None, json.loads(fields["body"]),
         float(fields["created_at"]), float(fields["updated_at"]),
+        float(heartbeat_at) if heartbeat_at else None,
     )

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from store import Entry, StoreError, rank
@@ -30,16 +30,20 @@ CREATE TABLE IF NOT EXISTS responses (
     body TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    heartbeat_at REAL
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
 """
+# A file made before the gateway ran responses itself lacks the heartbeat column.
+ADD_HEARTBEAT = "ALTER TABLE responses ADD COLUMN heartbeat_at REAL"
 
 # One statement, so no other writer can come between the check and the write:
-# the WHERE clause is may_replace(), plus "an expired row is as good as none".
+# the WHERE clause is may_replace(strict=:run), plus "an expired row is as good as none".
 RECORD = """
-INSERT INTO responses (id, provider, status, rank, body, created_at, updated_at, expires_at)
-VALUES (:id, :provider, :status, :rank, :body, :now, :now, :expires_at)
+INSERT INTO responses (id, provider, status, rank, body, created_at, updated_at, expires_at,
+                       heartbeat_at)
+VALUES (:id, :provider, :status, :rank, :body, :now, :now, :expires_at, :heartbeat)
 ON CONFLICT (id) DO UPDATE SET
     provider = excluded.provider,
     status = excluded.status,
@@ -49,14 +53,25 @@ ON CONFLICT (id) DO UPDATE SET
     created_at = CASE WHEN responses.expires_at <= :now
         THEN excluded.created_at ELSE responses.created_at END,
     expires_at = CASE WHEN responses.expires_at <= :now
-        THEN excluded.expires_at ELSE responses.expires_at END
+        THEN excluded.expires_at ELSE responses.expires_at END,
+    heartbeat_at = CASE WHEN :run OR responses.expires_at <= :now
+        THEN excluded.heartbeat_at ELSE responses.heartbeat_at END
 WHERE responses.expires_at <= :now
-   OR responses.status IS excluded.status
+   OR (responses.status IS excluded.status AND NOT (:run AND excluded.rank = 2))
    OR (responses.rank < 2 AND excluded.rank >= responses.rank)
 """
 SELECT = """
-SELECT provider, status, body, created_at, updated_at FROM responses
+SELECT provider, status, body, created_at, updated_at, heartbeat_at FROM responses
 WHERE id = ? AND expires_at > ?
+"""
+# Many ids in one parameter, as a JSON array: no limit on how many.
+STATUSES = """
+SELECT id, status FROM responses
+WHERE id IN (SELECT value FROM json_each(?)) AND expires_at > ?
+"""
+HEARTBEAT = """
+UPDATE responses SET heartbeat_at = ?
+WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NOT NULL
 """
 
 
@@ -73,6 +88,9 @@ class SQLiteStore:
             with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT)) as db:
                 db.execute("PRAGMA journal_mode=WAL")  # stays set in the file
                 db.executescript(SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
+                if "heartbeat_at" not in columns:
+                    db.execute(ADD_HEARTBEAT)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
 
@@ -95,8 +113,30 @@ class SQLiteStore:
             raise StoreError(f"SQLite store: {exc}") from exc
         return _entry(row) if row else None
 
-    def record(self, response_id, provider, body):
+    def record(self, response_id, provider, body, run=False):
         """Store the Response unless its status would regress; return what is stored."""
+        with self._writing():
+            return self._record(response_id, provider, body, run)
+
+    def statuses(self, response_ids):
+        """{id: status} for those of `response_ids` that are stored."""
+        try:
+            rows = self._db().execute(STATUSES, (json.dumps(list(response_ids)), time.time()))
+            return dict(rows.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
+
+    def heartbeat(self, response_ids):
+        """Stamp the heartbeat of those gateway runs among `response_ids` still going."""
+        with self._writing():
+            try:
+                self._db().execute(HEARTBEAT, (time.time(), json.dumps(list(response_ids))))
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite store: {exc}") from exc
+
+    @contextmanager
+    def _writing(self):
+        """Hold this store's write turn, across this process's threads and other processes."""
         # Writers queue on a lock that wakes each the moment it is its turn: this
         # process's threads on a threading.Lock, the processes on a flock() of a file
         # beside the database. Left to contend for SQLite's own lock, the losers sleep
@@ -109,16 +149,17 @@ class SQLiteStore:
             except OSError as exc:
                 raise StoreError(f"SQLite store: cannot lock {self.path}.lock: {exc}") from exc
             try:
-                return self._record(response_id, provider, body)
+                yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _record(self, response_id, provider, body):
+    def _record(self, response_id, provider, body, run):
         now = time.time()
         status = body.get("status")
         params = {
             "id": response_id, "provider": provider, "status": status, "rank": rank(status),
             "body": json.dumps(body), "now": now, "expires_at": now + self.ttl,
+            "run": run, "heartbeat": now if run else None,
         }
         db = self._db()
         try:
@@ -159,5 +200,5 @@ class SQLiteStore:
 
 
 def _entry(row):
-    provider, status, body, created_at, updated_at = row
-    return Entry(provider, status, json.loads(body), created_at, updated_at)
+    provider, status, body, created_at, updated_at, heartbeat_at = row
+    return Entry(provider, status, json.loads(body), created_at, updated_at, heartbeat_at)

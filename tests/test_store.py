@@ -61,15 +61,16 @@ def test_an_update_keeps_created_at_and_moves_updated_at(store):
     assert store.get(rid) == second
 
 
+@pytest.mark.parametrize("run", [False, True], ids=["record", "run"])
 @pytest.mark.parametrize("stored", STATUSES)
 @pytest.mark.parametrize("new", STATUSES)
-def test_the_backend_applies_the_no_regression_rule(store, stored, new):
+def test_the_backend_applies_the_no_regression_rule(store, stored, new, run):
     rid = new_id()
-    store.record(rid, "openai", response(rid, stored, model="first"))
+    store.record(rid, "openai", response(rid, stored, model="first"), run=run)
 
-    kept = store.record(rid, "openai", response(rid, new, model="second"))
+    kept = store.record(rid, "openai", response(rid, new, model="second"), run=run)
 
-    replaced = may_replace(stored, new)
+    replaced = may_replace(stored, new, strict=run)
     assert (kept.status, kept.body["model"]) == ((new, "second") if replaced else (stored, "first"))
     assert store.get(rid) == kept
 
@@ -81,6 +82,64 @@ def test_the_rule_itself():
     assert not may_replace("in_progress", "queued")
     assert may_replace("queued", "in_progress") and may_replace("in_progress", "cancelled")
     assert may_replace("cancelled", "cancelled")  # the same final status, refreshed
+    assert not may_replace("cancelled", "cancelled", strict=True)  # a run's first word stands
+    assert may_replace("in_progress", "in_progress", strict=True)  # a run's progress
+
+
+def test_a_run_is_marked_by_its_heartbeat_which_other_writes_keep(store):
+    native, run = new_id(), new_id()
+    assert not store.record(native, "openai", response(native, "queued")).gateway_run
+
+    started = store.record(run, "groq", response(run, "queued"), run=True)
+    time.sleep(0.01)
+    refreshed = store.record(run, "groq", response(run, "in_progress"))  # not the runner's write
+
+    assert started.gateway_run and started.heartbeat_at == started.created_at
+    assert refreshed.heartbeat_at == started.heartbeat_at
+    assert store.record(run, "groq", response(run, "in_progress"), run=True).heartbeat_at > \
+        started.heartbeat_at
+
+
+def test_heartbeat_stamps_only_runs_still_going(store):
+    going, done, native = new_id(), new_id(), new_id()
+    for rid, status, run in [(going, "in_progress", True), (done, "completed", True),
+                             (native, "in_progress", False)]:
+        store.record(rid, "groq", response(rid, status), run=run)
+    before = {rid: store.get(rid).heartbeat_at for rid in (going, done, native)}
+    time.sleep(0.01)
+
+    store.heartbeat([going, done, native, new_id()])
+
+    assert store.get(going).heartbeat_at > before[going]
+    assert store.get(done).heartbeat_at == before[done]
+    assert store.get(native).heartbeat_at is None
+    store.heartbeat([])  # nothing to stamp is no error
+
+
+def test_statuses_of_many_ids_at_once(store):
+    ids = [new_id() for _ in range(3)]
+    for rid, status in zip(ids, ["queued", "cancelled", None]):
+        store.record(rid, "groq", response(rid, status), run=True)
+
+    assert store.statuses(ids + [new_id()]) == dict(zip(ids, ["queued", "cancelled", None]))
+    assert store.statuses([]) == {}
+
+
+def test_a_sqlite_file_from_before_runs_gains_the_heartbeat_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the table as the previous release made it
+        db.execute("CREATE TABLE responses (id TEXT PRIMARY KEY, provider TEXT NOT NULL, "
+                   "status TEXT, rank INTEGER NOT NULL, body TEXT NOT NULL, created_at REAL "
+                   "NOT NULL, updated_at REAL NOT NULL, expires_at REAL NOT NULL)")
+        db.execute("INSERT INTO responses VALUES ('old', 'openai', 'queued', 0, '{}', 1, 1, 9e99)")
+    db.close()
+
+    store = open_store(f"sqlite:///{path}", ttl=60)
+
+    assert store.get("old").provider == "openai" and not store.get("old").gateway_run
+    assert store.record("new", "groq", response("new", "queued"), run=True).gateway_run
 
 
 def _race(url, rid, statuses, rounds, results):
@@ -127,7 +186,8 @@ def test_entries_expire_after_the_ttl(store_url):
 def test_an_unreachable_redis_raises_store_error_without_its_password():
     store = open_store(f"redis://:sekret-pw@127.0.0.1:{free_port()}/0", ttl=60)
 
-    for operation in (lambda: store.get("r"), lambda: store.record("r", "openai", {})):
+    for operation in (lambda: store.get("r"), lambda: store.record("r", "openai", {}),
+                      lambda: store.statuses(["r"]), lambda: store.heartbeat(["r"])):
         with pytest.raises(StoreError) as info:
             operation()
         assert "sekret-pw" not in str(info.value)
