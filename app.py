@@ -4,9 +4,11 @@ A request reads top to bottom: `authenticate` (every /v1 route), the view
 (`create_response`, `retrieve_response`, `cancel_response`), then the steps it
 names: `lookup` (which provider the store says holds an id), `candidates`
 (which providers to ask), `first_success` (ask them in order), `shape` (the
-contract's Response) and `remember` (tell the store). Whatever fails on the
-way, envelope.py turns into the OpenAI error envelope. Provider calls live in
-providers/, the response store in store/.
+contract's Response) and `remember` (tell the store). A background response at
+a provider without native cancel is run by the gateway itself: the views hand
+it to the runner (background.py) and read it from the store. Whatever fails on
+the way, envelope.py turns into the OpenAI error envelope. Provider calls live
+in providers/, the response store in store/.
 """
 
 import hmac
@@ -25,14 +27,13 @@ from openapi import build_spec
 from providers import PROVIDERS
 from providers.errors import BadGateway, NotFound, ProviderError
 from providers.upstream import strict_json
-from schemas import provider_list_schema, response_schema
+from schemas import contract_response, malformed, provider_list_schema
 from store import StoreError
 
 MAX_ID_LENGTH = 256
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what we will echo and log as is
 # How a 501 names each operation a provider lacks.
 LACKS = {
-    "create": "has no Responses API",
     "retrieve": "cannot retrieve a response natively",
     "cancel": "has no native cancel for responses",
 }
@@ -135,7 +136,8 @@ def list_providers():
     settings = current_app.extensions["gateway"]
     data = [
         {"id": name, "object": "provider", "configured": name in settings.upstreams,
-         "responses_api": ops.create is not None, "native_cancel": ops.cancel is not None}
+         "responses_api": ops.responses_api, "native_cancel": ops.cancel is not None,
+         "cancel": "native" if ops.cancel else "gateway"}
         for name, ops in PROVIDERS.items()
     ]
     return provider_list_schema.dump({"object": "list", "data": data})
@@ -150,6 +152,10 @@ def create_response():
         raise invalid("stream is not supported: this gateway answers synchronously; "
                       "create with background=true and poll GET /v1/responses/{id}", "stream")
     upstream, body = create_target(settings, body, provider_hint())
+    if body.get("background") is True and PROVIDERS[upstream.name].cancel is None:
+        g.provider = upstream.name  # no native cancel: the gateway runs it, so it can stop it
+        generation = PROVIDERS[upstream.name].stream(upstream, body)  # refused fields: 400 now
+        return settings.runner.submit(upstream.name, generation).body
     created = call(upstream, "create", body)
     response_id = created.get("id")
     if not isinstance(response_id, str) or not response_id:
@@ -163,9 +169,12 @@ def retrieve_response(response_id):
     check_response_id(response_id)
     settings = current_app.extensions["gateway"]
     hint, stored = provider_hint(), lookup(settings.store, response_id)
-    if stored and not hint and PROVIDERS[stored.provider].retrieve is None:
+    if stored and hint in (None, stored.provider):
         g.provider = stored.provider
-        return stored.body  # its provider keeps nothing to refresh it from
+        if stored.gateway_run:
+            return settings.runner.settle(response_id, stored).body
+        if PROVIDERS[stored.provider].retrieve is None:
+            return stored.body  # its provider keeps nothing to refresh it from
     upstreams = candidates(settings, "retrieve", hint, stored)
     provider, body = first_success(upstreams, "retrieve", response_id)
     return remember(settings.store, provider, shape(provider, body, response_id))
@@ -177,12 +186,23 @@ def cancel_response(response_id):
     check_response_id(response_id)
     settings = current_app.extensions["gateway"]
     hint, stored = provider_hint(), lookup(settings.store, response_id)
-    if stored and stored.status == "cancelled" and hint in (None, stored.provider):
+    if stored and hint in (None, stored.provider):
         g.provider = stored.provider
-        return stored.body  # as OpenAI answers a repeat cancel, without asking again
+        if stored.gateway_run:
+            return cancel_run(settings, response_id, stored)
+        if stored.status == "cancelled":
+            return stored.body  # as OpenAI answers a repeat cancel, without asking again
     upstreams = candidates(settings, "cancel", hint, stored)
     provider, body = first_success(upstreams, "cancel", response_id)
     return remember(settings.store, provider, shape(provider, body, response_id))
+
+
+def cancel_run(settings, response_id, stored):
+    """Cancel a response the gateway runs; one already finished stays as it is (400)."""
+    entry = settings.runner.cancel(response_id, stored)
+    if entry.status != "cancelled":
+        raise invalid(f"Cannot cancel a {entry.status} response.")  # OpenAI's words
+    return entry.body
 
 
 def json_object_body():
@@ -291,14 +311,9 @@ def call(upstream, operation, argument):
 def shape(provider, body, response_id):
     """Reshape the provider's Response into the contract's, stamped with id and provider."""
     try:
-        response = response_schema.load(body)
+        return contract_response(body, response_id, provider)
     except ValidationError as exc:
-        fields = ", ".join(sorted(exc.messages)) if isinstance(exc.messages, dict) else "body"
-        raise BadGateway(
-            provider, f"{provider} answered with a malformed Response ({fields})"
-        ) from exc
-    response.update(id=response_id, object="response", provider=provider)
-    return response_schema.dump(response)
+        raise BadGateway(provider, malformed(provider, exc)) from exc
 
 
 def lookup(store, response_id):

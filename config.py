@@ -4,6 +4,7 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from background import Runner
 from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
 from store import StoreError, open_store
 
@@ -12,6 +13,8 @@ DEFAULT_THREADS = 32  # keep equal to the default in gunicorn.conf.py
 DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # bytes; room for a create with images inline
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
+DEFAULT_BACKGROUND_THREADS = 16  # background responses run at once per worker; more wait queued
+DEFAULT_BACKGROUND_LEASE = 30.0  # seconds without a heartbeat before a run counts as lost
 
 
 class ConfigError(RuntimeError):
@@ -32,6 +35,7 @@ class Settings:
     metrics_need_key: bool  # METRICS_AUTH=required: /metrics asks for a gateway key
     metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
     store: object  # the response store (store/), opened from STORE_URL and STORE_TTL
+    runner: Runner  # runs background responses at providers without native cancel
 
     @classmethod
     def from_env(cls, env):
@@ -49,16 +53,21 @@ class Settings:
                 "may use, or set GATEWAY_AUTH=disabled to run without authentication"
             )
         read_timeout = _positive_number(env, "UPSTREAM_TIMEOUT", DEFAULT_UPSTREAM_TIMEOUT)
-        pool_size = int(_positive_number(env, "GUNICORN_THREADS", DEFAULT_THREADS))
+        threads = int(_positive_number(env, "GUNICORN_THREADS", DEFAULT_THREADS))
+        runs = int(_positive_number(env, "BACKGROUND_THREADS", DEFAULT_BACKGROUND_THREADS))
+        lease = _positive_number(env, "BACKGROUND_LEASE", DEFAULT_BACKGROUND_LEASE)
         body_limit = int(_positive_number(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
+        store = _store(env)
         return cls(
             key_digests=tuple(key_digest(k) for k in keys),
             auth_disabled=auth == "disabled",
-            upstreams=_upstreams(env, read_timeout, pool_size),
+            # Every request thread and every background run may hold a connection at once.
+            upstreams=_upstreams(env, read_timeout, threads + runs),
             max_content_length=body_limit,
             metrics_need_key=metrics_auth == "required",
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
-            store=_store(env),
+            store=store,
+            runner=Runner(store, runs, lease),
         )
 
 

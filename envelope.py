@@ -9,8 +9,11 @@ app for every Exception, turns each into {"error": {type, message, param, code}}
 from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from providers.errors import BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected
+from providers.errors import (
+    BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected, Untranslatable,
+)
 from schemas import error_envelope_schema
+from store import StoreError
 
 
 class ApiError(Exception):
@@ -64,6 +67,12 @@ def as_api_error(exc):
         return exc
     if isinstance(exc, HTTPException):
         return http_error(exc)
+    if isinstance(exc, StoreError):  # only where the request cannot do without the store
+        current_app.logger.warning("request %s: %s", g.get("request_id"), exc)
+        return ApiError(502, "provider_error", "the response store could not be reached; "
+                        "try again", code="store_unavailable")
+    if isinstance(exc, Untranslatable):
+        return invalid(exc.message, exc.param)
     if isinstance(exc, NotFound):
         return ApiError(404, "not_found_error", exc.message)
     if isinstance(exc, Rejected):

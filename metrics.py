@@ -1,4 +1,4 @@
-"""Prometheus metrics: requests, provider latency, provider errors and store errors.
+"""Prometheus metrics: requests, provider latency and errors, store errors, background runs.
 
 Under gunicorn every worker is its own process, so gunicorn.conf.py points
 prometheus_client's multiprocess mode at a folder (PROMETHEUS_MULTIPROC_DIR):
@@ -38,6 +38,10 @@ STORE_ERRORS = Counter(
     "gateway_store_errors_total", "Response store reads and writes that failed.",
     ["operation"],
 )
+RUNS = Counter(
+    "gateway_background_runs_total", "Background responses the gateway ran, by how they ended.",
+    ["provider", "status"],
+)
 
 
 @contextmanager
@@ -71,3 +75,8 @@ def render(metrics_dir):
     else:
         registry = REGISTRY
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def count_run(provider, status):
+    """Count one background run that ended (completed, incomplete, failed or cancelled)."""
+    RUNS.labels(provider, status).inc()

@@ -143,8 +143,12 @@ class ProviderSchema(Schema):
     id = fields.String(required=True)
     object = fields.String(required=True, metadata={"description": '"provider"'})
     configured = fields.Boolean(required=True)
-    responses_api = fields.Boolean(required=True)
+    responses_api = fields.Boolean(required=True, metadata={
+        "description": "false: Chat Completions only, so a create is translated"})
     native_cancel = fields.Boolean(required=True)
+    cancel = fields.String(required=True, validate=validate.OneOf(("native", "gateway")),
+                           metadata={"description": '"native": cancelled at the provider; '
+                                     '"gateway": background responses run by the gateway'})
 
 
 class ProviderListSchema(Schema):
@@ -157,3 +161,18 @@ class ProviderListSchema(Schema):
 response_schema = ResponsesResponseSchema()
 error_envelope_schema = OpenAIErrorEnvelopeSchema()
 provider_list_schema = ProviderListSchema()
+
+
+def contract_response(body, response_id, provider):
+    """`body` as the contract's Response, stamped with id and provider; ValidationError if
+    it is malformed."""
+    response = response_schema.load(body)
+    response.update(id=response_id, object="response", provider=provider)
+    return response_schema.dump(response)
+
+
+
+def malformed(provider, exc):
+    """Say which fields of a provider's Response failed to load."""
+    fields = ", ".join(sorted(exc.messages)) if isinstance(exc.messages, dict) else "body"
+    return f"{provider} answered with a malformed Response ({fields})"

@@ -2,9 +2,15 @@
 
 PROVIDERS maps each provider name to its Operations: the blocking functions
 that create, retrieve and cancel a response there, each None where the
-provider has no such native operation (the gateway answers 501 for those).
-Its order is the order in which providers are probed when neither the client
-nor the response store says which provider holds an id.
+provider has no such native operation, and the one that streams a generation
+for a background response the gateway runs itself (background.py). A
+provider without native cancel has its background responses run by the
+gateway, which cancels them by closing that stream. Its order is the order in
+which providers are probed when neither the client nor the response store
+says which provider holds an id.
+
+Providers with OpenAI's Responses API use openai_compatible.py; those with
+only Chat Completions use chat_completions.py, which translates (translate.py).
 
 To add a provider: give it an entry in PROVIDERS, a default base URL below if
 it has one fixed host, and, if its key travels in another header than
@@ -14,36 +20,39 @@ its name: <NAME>_API_KEY and <NAME>_BASE_URL.
 
 from typing import Callable, NamedTuple
 
+from providers import chat_completions as chat
 from providers import openai_compatible as oa
 from providers.upstream import RETRY, RETRY_CREATE, HeaderAuth, Upstream, new_session
 
 
 class Operations(NamedTuple):
-    """What a provider can do natively; None answers 501."""
+    """What a provider can do; a None retrieve or cancel has no native form (501)."""
 
-    create: Callable | None  # (upstream, body) -> Response dict
+    create: Callable  # (upstream, body) -> Response dict
     retrieve: Callable | None  # (upstream, response_id) -> Response dict
     cancel: Callable | None  # (upstream, response_id) -> Response dict
+    stream: Callable  # (upstream, body) -> providers.streaming.Generation
+    responses_api: bool  # False: Chat Completions only, the create is translated
 
 
-LIFECYCLE = Operations(create=oa.create, retrieve=oa.retrieve, cancel=oa.cancel)
-STORED = Operations(create=oa.create, retrieve=oa.retrieve, cancel=None)  # keeps responses
-STATELESS = Operations(create=oa.create, retrieve=None, cancel=None)  # forgets them at once
-NO_RESPONSES_API = Operations(create=None, retrieve=None, cancel=None)
+LIFECYCLE = Operations(oa.create, oa.retrieve, oa.cancel, oa.stream, True)
+STORED = Operations(oa.create, oa.retrieve, None, oa.stream, True)  # keeps responses
+STATELESS = Operations(oa.create, None, None, oa.stream, True)  # forgets them at once
+CHAT_ONLY = Operations(chat.create, None, None, chat.stream, False)
 
 PROVIDERS = {
     "openai": LIFECYCLE,
     "azure": LIFECYCLE,
-    "anthropic": NO_RESPONSES_API,
-    "gemini": NO_RESPONSES_API,
+    "anthropic": CHAT_ONLY,
+    "gemini": CHAT_ONLY,
     "groq": STATELESS,
     "openrouter": STATELESS,
     "deepseek": STATELESS,
-    "zai": NO_RESPONSES_API,
+    "zai": CHAT_ONLY,
     "xai": STORED,
-    "minimax": NO_RESPONSES_API,
-    "xiaomi": NO_RESPONSES_API,
-    "opencodego": NO_RESPONSES_API,
+    "minimax": CHAT_ONLY,
+    "xiaomi": CHAT_ONLY,
+    "opencodego": CHAT_ONLY,
     "oracle": LIFECYCLE,
     "ollama": STATELESS,
     "bailian": STORED,

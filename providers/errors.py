@@ -43,3 +43,15 @@ class BadGateway(ProviderError):
 
 class GatewayTimeout(BadGateway):
     """The provider accepted the call but did not answer in time."""
+
+
+class Untranslatable(Exception):
+    """The request asks for something the provider's API cannot carry; `param` names it.
+
+    Not a ProviderError: nothing reached the provider. The client gets a 400.
+    """
+
+    def __init__(self, message, param):
+        super().__init__(message)
+        self.message = message
+        self.param = param

@@ -1,5 +1,7 @@
 """Providers that speak OpenAI's Responses API upstream: one helper serves them all."""
 
+from providers.streaming import Generation, ResponsesReader
+from providers.translate import new_response_id
 from providers.upstream import path_segment, request_json
 
 
@@ -16,3 +18,10 @@ def retrieve(upstream, response_id):
 def cancel(upstream, response_id):
     """Cancel a background response: POST {base_url}/responses/{id}/cancel."""
     return request_json(upstream, "POST", f"responses/{path_segment(response_id)}/cancel")
+
+
+def stream(upstream, body):
+    """A generation the gateway runs: POST {base_url}/responses with stream: true."""
+    payload = {**{k: v for k, v in body.items() if k != "background"}, "stream": True}
+    reader = ResponsesReader(upstream, new_response_id(), body.get("model"))
+    return Generation(upstream, "responses", payload, reader)

@@ -1,6 +1,7 @@
 """HTTP plumbing shared by every provider: one Session each, timeouts, retries, limits."""
 
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -85,10 +86,45 @@ def request_json(upstream, method, path, body=None, replay_safe=True):
     `body` is sent as JSON; `replay_safe=False` marks a call that must not be
     repeated after it may have reached the provider.
     """
+    resp = _send(upstream, method, path, body, replay_safe)
+    with resp:
+        payload = _read_json(upstream, resp)
+    _raise_for_status(upstream, resp.status_code, resp.headers, payload)
+    if not isinstance(payload, dict):
+        name = upstream.name
+        raise BadGateway(name, f"{name} answered with something other than a JSON object")
+    return payload
+
+
+def open_stream(upstream, path, body):
+    """POST a body that asks for a stream; return the open response once the provider
+    has accepted it (2xx), or raise the ProviderError its refusal means."""
+    resp = _send(upstream, "POST", path, body, replay_safe=False)
+    if not 200 <= resp.status_code < 300:
+        with resp:
+            payload = _read_json(upstream, resp)
+        _raise_for_status(upstream, resp.status_code, resp.headers, payload)
+    return resp
+
+
+def abort(resp):
+    """Shut a streamed response's connection, from any thread: a read blocked on it
+    returns at once, and the provider sees its client go away (and stops generating)."""
+    connection = getattr(resp.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:  # socket.socket's own shutdown: an SSLSocket's would unwrap it under the reader
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+
+
+def _send(upstream, method, path, body, replay_safe):
+    """Send one request; the response comes back unread (stream=True)."""
     name = upstream.name
     session = upstream.session if replay_safe else upstream.create_session
     try:
-        resp = session.request(
+        return session.request(
             method,
             f"{upstream.base_url}/{path}",
             json=body,
@@ -104,12 +140,6 @@ def request_json(upstream, method, path, body=None, replay_safe=True):
         ) from exc
     except requests.RequestException as exc:
         raise BadGateway(name, f"the request to {name} failed") from exc
-    with resp:
-        payload = _read_json(upstream, resp)
-    _raise_for_status(upstream, resp.status_code, resp.headers, payload)
-    if not isinstance(payload, dict):
-        raise BadGateway(name, f"{name} answered with something other than a JSON object")
-    return payload
 
 
 def _read_json(upstream, resp):
@@ -153,7 +183,7 @@ def _raise_for_status(upstream, status, headers, payload):
     if 200 <= status < 300:
         return
     name = upstream.name
-    message, param, code = _error_fields(upstream, payload)
+    message, param, code = error_fields(upstream, payload)
     detail = f"{name}: {message}" if message else f"{name} answered HTTP {status}"
     if status == 404:
         raise NotFound(name, detail)
@@ -167,7 +197,7 @@ def _raise_for_status(upstream, status, headers, payload):
     raise BadGateway(name, f"{name} answered HTTP {status}")
 
 
-def _error_fields(upstream, payload):
+def error_fields(upstream, payload):
     """Pull (message, param, code) out of an OpenAI-style error body, scrubbed."""
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, str):
@@ -176,13 +206,13 @@ def _error_fields(upstream, payload):
         return None, None, None
     message, param, code = (error.get(k) for k in ("message", "param", "code"))
     return (
-        _scrub(upstream, message) if isinstance(message, str) and message else None,
-        _scrub(upstream, param) if isinstance(param, str) else None,
-        _scrub(upstream, str(code)) if isinstance(code, (str, int)) else None,
+        scrub(upstream, message) if isinstance(message, str) and message else None,
+        scrub(upstream, param) if isinstance(param, str) else None,
+        scrub(upstream, str(code)) if isinstance(code, (str, int)) else None,
     )
 
 
-def _scrub(upstream, text):
+def scrub(upstream, text):
     """Cut an upstream string to size and blank out the provider key if it echoes it."""
     text = text[:MAX_MESSAGE_CHARS]
     return text.replace(upstream.secret, "[redacted]") if upstream.secret else text

@@ -95,3 +95,10 @@ def assert_envelope(resp, status, type_, param=None, code=None):
     assert (error["type"], error["param"], error["code"]) == (type_, param, code)
     assert isinstance(error["message"], str) and error["message"]
     return error
+
+CHAT_ONLY = ["anthropic", "gemini", "zai", "minimax", "xiaomi", "opencodego"]  # translated
+
+
+def chat_url(provider):
+    """The upstream URL a translated create must hit."""
+    return f"{base_url(provider)}/chat/completions"

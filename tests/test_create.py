@@ -1,16 +1,14 @@
 """POST /v1/responses: which provider a create goes to, what is sent, what comes back."""
 
 import json
+import re
 
 import pytest
 
-from providers import PROVIDERS
 from support import (
-    GATEWAY_KEY, PROVIDER_KEYS, RESPONSES_API, assert_envelope, auth, cancel_url, create_url,
-    upstream_response,
+    CHAT_ONLY, GATEWAY_KEY, NATIVE, PROVIDER_KEYS, RESPONSES_API, assert_envelope, auth,
+    cancel_url, chat_url, create_url, upstream_response,
 )
-
-NO_RESPONSES_API = [name for name in PROVIDERS if name not in RESPONSES_API]
 
 
 @pytest.fixture
@@ -33,7 +31,10 @@ def queued(response_id="resp_new", **fields):
 @pytest.mark.parametrize("provider", RESPONSES_API)
 def test_create_forwards_the_body_with_the_prefix_stripped(create, upstream, provider):
     mock = upstream.post(create_url(provider), json=queued(model="m-2025"))
-    body = {"model": f"{provider}/m", "input": "hi", "background": True, "metadata": {"k": "v"}}
+    # In the background only where the provider can cancel it; elsewhere the gateway runs it.
+    background = provider in NATIVE
+    body = {"model": f"{provider}/m", "input": "hi", "background": background,
+            "metadata": {"k": "v"}}
 
     resp = create(body)
 
@@ -47,16 +48,6 @@ def test_create_forwards_the_body_with_the_prefix_stripped(create, upstream, pro
     else:
         assert sent.headers["Authorization"] == f"Bearer {PROVIDER_KEYS[provider]}"
     assert GATEWAY_KEY not in str(sent.headers)
-
-
-@pytest.mark.parametrize("provider", NO_RESPONSES_API)
-def test_providers_without_a_responses_api_answer_501(create, upstream, provider):
-    resp = create({"model": f"{provider}/m", "input": "hi"})
-
-    error = assert_envelope(resp, 501, "invalid_request_error",
-                            code="unsupported_response_operation")
-    assert provider in error["message"]
-    assert resp.headers["x-should-retry"] == "false"
 
 
 def test_a_hint_forwards_the_model_unchanged(create, upstream):
@@ -171,3 +162,47 @@ def test_a_created_response_is_cancelled_at_its_provider_without_probing(create,
 
     assert resp.get_json()["provider"] == "vllm"
     assert [c.request.url for c in upstream.calls][1:] == [cancel_url("vllm", "resp_v")]
+
+
+# Providers with only Chat Completions: the create is translated there and back.
+
+COMPLETION = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1741476542, "model": "m-2025",
+    "choices": [{"index": 0, "finish_reason": "stop",
+                 "message": {"role": "assistant", "content": "Hi there."}}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+}
+
+
+@pytest.mark.parametrize("provider", CHAT_ONLY)
+def test_a_create_at_a_chat_only_provider_is_translated(create, upstream, client, provider):
+    mock = upstream.post(chat_url(provider), json=COMPLETION)
+
+    resp = create({"model": f"{provider}/m", "input": "Hello", "instructions": "Be nice.",
+                   "max_output_tokens": 20})
+
+    assert resp.status_code == 200
+    answer = resp.get_json()
+    assert re.fullmatch(r"resp_[0-9a-f]{32}", answer["id"])
+    assert (answer["provider"], answer["status"], answer["model"]) == (provider, "completed",
+                                                                       "m-2025")
+    assert answer["output"][0]["content"][0]["text"] == "Hi there."
+    assert answer["usage"] == {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8}
+    sent = mock.calls[0].request
+    assert json.loads(sent.body) == {"model": "m", "max_tokens": 20, "messages": [
+        {"role": "system", "content": "Be nice."}, {"role": "user", "content": "Hello"}]}
+    assert sent.headers["Authorization"] == f"Bearer {PROVIDER_KEYS[provider]}"
+    assert GATEWAY_KEY not in str(sent.headers)
+    stored = client.get(f"/v1/responses/{answer['id']}", headers=auth())
+    assert stored.get_json() == answer  # kept by the store: the provider keeps nothing
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_field_that_cannot_be_translated_is_400_before_any_upstream_call(create, upstream,
+                                                                           background):
+    error = assert_envelope(
+        create({"model": "anthropic/claude", "input": "x", "background": background,
+                "tools": [{"type": "web_search"}]}), 400, "invalid_request_error",
+        param="tools[0].type")
+
+    assert "anthropic" in error["message"] and "web_search" in error["message"]

@@ -18,6 +18,7 @@ def test_lists_every_provider_in_openai_list_shape(client):
             "id": entry["id"], "object": "provider", "configured": True,
             "responses_api": entry["id"] in RESPONSES_API,
             "native_cancel": entry["id"] in NATIVE,
+            "cancel": "native" if entry["id"] in NATIVE else "gateway",
         }
 
 

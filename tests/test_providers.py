@@ -1,4 +1,5 @@
-"""Every provider in the dict: native ones cancel upstream, the others answer 501."""
+"""Every provider in the dict: native ones cancel upstream; for an id the gateway does not
+run, the others answer 501."""
 
 import pytest
 
@@ -18,7 +19,8 @@ def test_the_dict_holds_every_provider_in_scope():
     ]
     assert [name for name, ops in PROVIDERS.items() if ops.cancel] == NATIVE
     assert [name for name, ops in PROVIDERS.items() if ops.retrieve] == RETRIEVE
-    assert [name for name, ops in PROVIDERS.items() if ops.create] == RESPONSES_API
+    assert [name for name, ops in PROVIDERS.items() if ops.responses_api] == RESPONSES_API
+    assert all(ops.create and ops.stream for ops in PROVIDERS.values())  # create anywhere
 
 
 @pytest.mark.parametrize("provider", NATIVE)

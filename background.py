@@ -1,0 +1,257 @@
+"""Background responses the gateway runs itself, at providers without native cancel.
+
+The create view hands a Generation (providers/streaming.py) to Runner.submit(),
+which stores its Response as queued (a write with run=True, which marks it as
+the gateway's run). From there, in this process, and never on a request thread:
+
+- A pool of at most BACKGROUND_THREADS threads runs the jobs; the rest wait,
+  queued. A job first writes in_progress; if a cancel got there first, it never
+  starts. It then iterates the generation, noting the output so far.
+- One watch thread, every WATCH_EVERY seconds, reads the status of every job
+  here in one store call and stops those whose status turned final elsewhere (a
+  cancel through any worker or host): stopping shuts the upstream connection,
+  so the provider stops generating. It also writes each job's new output at
+  most every PROGRESS_EVERY seconds, and stamps the heartbeats of the jobs
+  here every lease / 4 seconds.
+- The job writes its final Response, completed, incomplete or failed.
+
+Every write about a run is strict (store/), so the first final status stands:
+a late write of the job cannot undo a cancel. A run whose heartbeat is older
+than the lease lost its process (killed, out of memory): settle() fails it the
+next time someone reads it. A run happens exactly once, in the process that
+took the create; none is ever restarted.
+
+On SIGTERM gunicorn lets a worker finish within its graceful timeout: the
+pool's threads are not daemons, so the interpreter waits for the running jobs,
+while jobs still queued are failed at once instead of started.
+"""
+
+import logging
+import os
+import queue
+import threading
+import time
+
+from marshmallow import ValidationError
+
+import metrics
+from providers.errors import GatewayTimeout, NotFound, ProviderError, RateLimited, Rejected
+from schemas import contract_response, malformed
+from store import FINAL, StoreError
+
+log = logging.getLogger("gateway.background")
+
+WATCH_EVERY = 0.2  # seconds; a cancel anywhere stops the generation within this and a read
+PROGRESS_EVERY = 0.5  # seconds between writes of a job's output so far
+IDLE_WAIT = 1.0  # seconds an idle pool thread waits before it looks whether to exit
+LOST = "its run was lost: the gateway process running it stopped (restarted or killed)"
+NOT_STARTED = "its run never started: the gateway process holding it was stopping"
+
+
+class Job:
+    """One run: its generation, the latest output it has not written yet, and a stop switch."""
+
+    def __init__(self, provider, generation):
+        self.provider, self.generation = provider, generation
+        self.response_id = generation.response_id
+        self.latest = None  # the Response so far
+        self.saved = None  # the last of those written to the store
+        self.saved_at = 0.0
+        self.stopped = False
+
+    def stop(self):
+        """Stop the run: it never starts, or its upstream connection is shut now."""
+        self.stopped = True
+        self.generation.close()
+
+
+class Runner:
+    """Runs this process's background responses; one per app, threads per process."""
+
+    def __init__(self, store, threads, lease, clock=time.time, watch_every=WATCH_EVERY):
+        self.store, self.threads, self.lease = store, threads, lease
+        self.clock, self.watch_every = clock, watch_every
+        self._pid = None  # threads and queues belong to one process: gunicorn forks after app creation
+
+    def _here(self):
+        """Set up this process's queue, jobs and watch thread, once per process."""
+        if self._pid == os.getpid():
+            return
+        self._lock = threading.Lock()
+        self._jobs = {}  # response_id -> Job, queued or running here
+        self._queue = queue.Queue()
+        self._started = self._idle = 0
+        self._next_heartbeat = 0.0
+        self._pid = os.getpid()
+        if self.watch_every:
+            threading.Thread(target=self._watch, name="background-watch", daemon=True).start()
+
+    def submit(self, provider, generation):
+        """Store the generation's Response as queued, then run it in the background.
+
+        Returns the stored entry; raises StoreError, and runs nothing, if the
+        store cannot be written: a run nobody could read would be lost.
+        """
+        self._here()
+        entry = self._record(generation.response_id, provider, generation.queued())
+        job = Job(provider, generation)
+        with self._lock:
+            self._jobs[job.response_id] = job
+            if self._idle == 0 and self._started < self.threads:
+                self._started += 1
+                threading.Thread(target=self._work, name="background-run").start()
+        self._queue.put(job)
+        return entry
+
+    def running(self):
+        """The ids of the runs this process holds, queued or running."""
+        self._here()
+        with self._lock:
+            return set(self._jobs)
+
+    def settle(self, response_id, entry):
+        """A gateway run's entry as it stands, failed first if its heartbeat is past the lease."""
+        if entry.status in FINAL or self.clock() - entry.heartbeat_at <= self.lease:
+            return entry
+        return self._fail(response_id, entry.provider, entry.body, "run_lost", LOST)
+
+    def cancel(self, response_id, entry):
+        """Cancel a gateway run: one strict write, then stop it here if it runs here.
+
+        Returns the entry as stored: cancelled, or the final status it already had.
+        """
+        self._here()
+        entry = self.settle(response_id, entry)
+        job = self._jobs.get(response_id)
+        if entry.status not in FINAL:
+            body = (job and job.latest) or entry.body  # the freshest output there is
+            entry = self._record(response_id, entry.provider, {**body, "status": "cancelled"})
+        if job and entry.status == "cancelled":
+            job.stop()
+        return entry
+
+    def tick(self):
+        """One round of the watch: stop what was cancelled, write progress, heartbeat."""
+        with self._lock:
+            jobs = dict(self._jobs)
+        if not jobs:
+            return
+        now = self.clock()
+        for response_id, status in self.store.statuses(jobs).items():
+            if status in FINAL and not jobs[response_id].stopped:
+                jobs[response_id].stop()
+        for job in jobs.values():
+            latest = job.latest
+            if latest is not job.saved and not job.stopped and now - job.saved_at >= PROGRESS_EVERY:
+                job.saved, job.saved_at = latest, now
+                self._write(job, latest)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.lease / 4
+            self.store.heartbeat(list(jobs))
+
+    def _watch(self):
+        while True:
+            time.sleep(self.watch_every)
+            try:
+                self.tick()
+            except StoreError as exc:
+                log.warning("background watch: %s", exc)
+            except Exception:  # the watch must outlive any one bad round
+                log.exception("background watch failed a round")
+
+    def _work(self):
+        """A pool thread: run jobs until the process stops."""
+        while True:
+            try:
+                with self._lock:
+                    self._idle += 1
+                job = self._queue.get(timeout=IDLE_WAIT)
+            except queue.Empty:
+                if not threading.main_thread().is_alive():
+                    return  # the process is stopping and nothing waits
+                continue
+            finally:
+                with self._lock:
+                    self._idle -= 1
+            try:
+                if threading.main_thread().is_alive():
+                    self._run(job)
+                else:  # the process is stopping: start nothing new
+                    self._fail(job.response_id, job.provider, job.generation.queued(),
+                               "run_lost", NOT_STARTED)
+            except StoreError as exc:
+                log.warning("background response %s at %s: %s", job.response_id, job.provider, exc)
+            except Exception:
+                log.exception("background response %s at %s failed", job.response_id, job.provider)
+            finally:
+                with self._lock:
+                    self._jobs.pop(job.response_id, None)
+
+    def _run(self, job):
+        """Run one job to its end, unless it is stopped first."""
+        generation = job.generation
+        started = {**generation.queued(), "status": "in_progress"}
+        if job.stopped or self._write(job, started).status != "in_progress":
+            return  # cancelled while queued: it never starts
+        job.saved, job.saved_at = started, self.clock()
+        final = None
+        try:
+            for response in generation:
+                if response["status"] == "in_progress":
+                    job.latest = response
+                else:
+                    final = response
+        except ProviderError as exc:
+            final = failed(job.latest or started, run_error(exc))
+        except Exception:
+            log.exception("background response %s at %s broke", job.response_id, job.provider)
+            final = failed(job.latest or started, {"code": "internal_error",
+                                                   "message": "the gateway failed this run"})
+        if job.stopped or final is None:
+            metrics.count_run(job.provider, "cancelled")
+            return  # the cancel wrote the final state
+        job.saved = job.latest = None
+        stored = self._write(job, final)
+        metrics.count_run(job.provider, stored.status)
+        if stored.status == "failed":
+            log.warning("background response %s at %s failed: %s", job.response_id,
+                        job.provider, (stored.body.get("error") or {}).get("message"))
+
+    def _write(self, job, response):
+        """Write a run's Response; stop the job if the store holds another final status."""
+        entry = self._record(job.response_id, job.provider, response)
+        if entry.status in FINAL and entry.status != response["status"]:
+            job.stop()
+        return entry
+
+    def _fail(self, response_id, provider, body, code, message):
+        return self._record(response_id, provider, failed(body, {"code": code, "message": message}))
+
+    def _record(self, response_id, provider, body):
+        """Store a run's Response in the contract's shape (strict: a final status stands)."""
+        try:
+            response = contract_response(body, response_id, provider)
+        except ValidationError as exc:  # the provider's stream held a malformed Response
+            error = {"code": "upstream_error", "message": malformed(provider, exc)}
+            response = contract_response(failed({"output": []}, error), response_id, provider)
+        return self.store.record(response_id, provider, response, run=True)
+
+
+def failed(body, error):
+    """The Response `body` as failed, with this error and the output it had."""
+    return {**body, "status": "failed", "error": error}
+
+
+def run_error(exc):
+    """The Response's error for a provider failure: a code, and the provider's message."""
+    if isinstance(exc, Rejected):
+        code = exc.code or "invalid_request"
+    elif isinstance(exc, RateLimited):
+        code = "rate_limit_exceeded"
+    elif isinstance(exc, NotFound):
+        code = "not_found"
+    elif isinstance(exc, GatewayTimeout):
+        code = "upstream_timeout"
+    else:
+        code = "upstream_error"
+    return {"code": code, "message": exc.message}
