@@ -47,27 +47,31 @@ class Generation:
         try:
             if self._closed:  # closed while the request was on its way
                 return
-            for data in sse_data(self.upstream, resp):
-                if self.reader.feed(data):
-                    yield self.reader.response("in_progress")
-                if self.reader.done:
-                    break
+            try:
+                for data in sse_data(self.upstream, resp):  # to the end: the connection is reused
+                    if not self.reader.done and self.reader.feed(data):
+                        yield self.reader.response("in_progress")
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if self._closed:
+                    return  # our own close() broke the read off
+                if not self.reader.done:  # past the end, a broken connection costs nothing
+                    raise _broken(self.upstream, exc) from exc
             yield self.reader.final()
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            if self._closed:
-                return  # our own close() broke the read off
-            if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
-                raise GatewayTimeout(name, f"{name} sent nothing for "
-                                           f"{self.upstream.read_timeout:g}s") from exc
-            raise BadGateway(name, f"{name} broke off its stream") from exc
         finally:
             resp.close()
-
     def close(self):
         """Stop the generation: shut the upstream connection (safe from any thread)."""
         self._closed = True
         if self._resp is not None:
             abort(self._resp)
+
+
+def _broken(upstream, exc):
+    """The ProviderError for a stream whose connection failed before it ended."""
+    name = upstream.name
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return GatewayTimeout(name, f"{name} sent nothing for {upstream.read_timeout:g}s")
+    return BadGateway(name, f"{name} broke off its stream")
 
 
 def sse_data(upstream, resp):
@@ -87,6 +91,8 @@ def sse_data(upstream, resp):
                 yield _parse(upstream, b"\n".join(data))
                 data = []
             # event:, id:, retry: and ':' comments (keep-alives) carry nothing we need
+    if pending.startswith(b"data:"):  # the last line, with no newline after it
+        data.append(pending.rstrip(b"\r")[5:].removeprefix(b" "))
     if data:
         yield _parse(upstream, b"\n".join(data))
 

@@ -1,0 +1,201 @@
+"""A provider on 127.0.0.1 that streams generations slowly, in both formats, and records
+whether each stream was read to its end or its client went away (and when).
+
+POST /v1/chat/completions streams Chat Completions chunks (or answers one
+completion without stream: true); POST /v1/responses with stream: true streams
+Responses API events. The model name says what to do:
+
+    words-<n>-<ms>   n words, one delta every ms milliseconds, then finish
+    fail-<n>-<ms>    n words, then an error event
+    cut-<n>-<ms>     n words, then the connection closes without an ending
+    length-<n>-<ms>  n words, then finish_reason "length" (incomplete)
+    tool-<n>-<ms>    a tool call whose arguments arrive in n pieces
+
+Each stream is recorded under its input (a string), so a test can name its own.
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Stream:
+    """What the fake saw of one streamed generation."""
+
+    def __init__(self, path, key, body):
+        self.path, self.key, self.body = path, key, body
+        self.started_at = time.monotonic()
+        self.sent = 0  # deltas written
+        self.finished = False  # the whole stream was written
+        self.gone_at = None  # when a write found the client gone
+
+    @property
+    def client_left(self):
+        return self.gone_at is not None
+
+
+class FakeStreamingProvider(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.streams = []
+        self.lock = threading.Lock()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def streams_for(self, key):
+        with self.lock:
+            return [s for s in self.streams if s.key == key]
+
+    def wait_for(self, key, condition, seconds=10):
+        """The stream for `key` once `condition(stream)` holds; fails after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = self.streams_for(key)
+            if found and condition(found[-1]):
+                return found[-1]
+            time.sleep(0.02)
+        raise AssertionError(f"stream {key!r}: condition not met in {seconds}s: {found}")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+
+def plan(model):
+    """(kind, n, seconds between deltas) from a model name like words-5-20."""
+    kind, n, ms = (model.split("/")[-1].split("-") + ["3", "0"])[:3]
+    return kind, int(n), int(ms) / 1000
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        kind, n, pause = plan(body.get("model", ""))
+        if self.path == "/v1/chat/completions" and not body.get("stream"):
+            return self._completion(body, n)
+        if self.path not in ("/v1/chat/completions", "/v1/responses") or not body.get("stream"):
+            return self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+        key = body["input"] if "input" in body else body["messages"][-1]["content"]
+        stream = Stream(self.path, key, body)
+        with self.server.lock:
+            self.server.streams.append(stream)
+        events = chat_events if self.path == "/v1/chat/completions" else responses_events
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for event, is_delta in events(kind, n):
+                if event is None:  # cut: close without an ending
+                    self.close_connection = True
+                    return
+                if is_delta:
+                    time.sleep(pause)
+                self._chunk(event)
+                stream.sent += is_delta
+            self._chunk(b"")
+            stream.finished = True
+        except (BrokenPipeError, ConnectionResetError):
+            stream.gone_at = time.monotonic()
+            self.close_connection = True
+
+    def _chunk(self, data):
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _completion(self, body, n):
+        text = " ".join(f"w{i}" for i in range(n))
+        self._send_json(200, {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1741476542,
+            "model": body["model"], "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": n, "total_tokens": n + 2}})
+
+    def _send_json(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def sse(data, event=None):
+    head = f"event: {event}\n" if event else ""
+    return (head + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n").encode()
+
+
+def chat_events(kind, n):
+    """(event bytes, whether it is a delta) for a Chat Completions stream."""
+    def chunk(delta, finish=None):
+        return sse({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "fake-chat",
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""}), False
+    if kind == "tool":
+        yield chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                     "function": {"name": "lookup", "arguments": ""}}]}), False
+        for i in range(n):
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": f"{i}"}}]}), True
+        yield chunk({}, "tool_calls"), False
+    else:
+        for i in range(n):
+            yield chunk({"content": f"w{i} " if i < n - 1 else f"w{i}"}), True
+        if kind == "fail":
+            yield sse({"error": {"message": "the model is overloaded", "code": "overloaded"}}), False
+            return
+        if kind == "cut":
+            yield None, False
+            return
+        yield chunk({}, "length" if kind == "length" else "stop"), False
+    yield sse({"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [],
+               "usage": {"prompt_tokens": 2, "completion_tokens": n, "total_tokens": n + 2}}), False
+    yield sse("[DONE]"), False
+
+
+def responses_events(kind, n):
+    """(event bytes, whether it is a delta) for a Responses API stream."""
+    base = {"id": "resp_upstream", "object": "response", "model": "fake-responses"}
+    seq = iter(range(10**6))
+
+    def event(kind_, **fields):
+        return sse({"type": kind_, "sequence_number": next(seq), **fields}, kind_)
+
+    yield event("response.created", response={**base, "status": "in_progress"}), False
+    item = {"type": "message", "id": "msg_up", "role": "assistant", "status": "in_progress",
+            "content": []}
+    yield event("response.output_item.added", output_index=0, item=item), False
+    yield event("response.content_part.added", output_index=0, content_index=0,
+                part={"type": "output_text", "text": ""}), False
+    words = []
+    for i in range(n):
+        words.append(f"w{i}")
+        yield event("response.output_text.delta", output_index=0, content_index=0,
+                    delta=f"w{i} " if i < n - 1 else f"w{i}"), True
+    if kind == "fail":
+        yield event("error", code="overloaded", message="the model is overloaded"), False
+        return
+    if kind == "cut":
+        yield None, False
+        return
+    done = {**item, "status": "completed",
+            "content": [{"type": "output_text", "text": " ".join(words), "annotations": []}]}
+    yield event("response.output_item.done", output_index=0, item=done), False
+    yield event("response.completed", response={
+        **base, "status": "completed", "output": [done],
+        "usage": {"input_tokens": 2, "output_tokens": n, "total_tokens": n + 2}}), False

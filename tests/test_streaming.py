@@ -1,0 +1,205 @@
+"""Streamed generations: the server-sent-event parser, the Chat and Responses readers, and a
+Generation against a provider on 127.0.0.1 that streams slowly (closed from another thread)."""
+
+import threading
+import time
+
+import pytest
+
+from fake_streaming import FakeStreamingProvider
+from providers import PROVIDERS, connect
+from providers.errors import BadGateway, RateLimited, Rejected
+from providers.streaming import ChatReader, ResponsesReader, sse_data
+
+KEY = "sk-stream-secret-0001"
+
+
+class Raw:
+    """A response's raw body that hands out the given chunks, as a socket might cut them."""
+
+    def __init__(self, chunks):
+        self.chunks = list(chunks)
+
+    def read1(self, size):
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+class Resp:
+    def __init__(self, chunks):
+        self.raw = Raw(chunks)
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeStreamingProvider() as server:
+        yield server
+
+
+def upstream_at(url, name="anthropic", read_timeout=5):
+    return connect(name, url, KEY, read_timeout, 4)
+
+
+def test_sse_events_cut_anywhere_with_crlf_comments_and_multiline_data():
+    stream = (b': keep-alive\r\n\r\nevent: x\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'
+              b'data: {"b": 2}\n\ndata: [DONE]\n\n')
+    chunks = [stream[i:i + 7] for i in range(0, len(stream), 7)]
+
+    assert list(sse_data(upstream_at("http://x"), Resp(chunks))) == [
+        {"a": 1}, {"b": 2}, "[DONE]"]
+
+
+def test_an_event_left_open_at_the_end_still_counts_and_junk_is_bad_gateway():
+    upstream = upstream_at("http://x")
+
+    assert list(sse_data(upstream, Resp([b'data: {"a": 1}']))) == [{"a": 1}]
+    with pytest.raises(BadGateway):
+        list(sse_data(upstream, Resp([b"data: [1, 2]\n\n"])))
+
+
+def chat_chunk(delta=None, finish=None, **extra):
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return {"object": "chat.completion.chunk", "model": "m-up", "choices": choices, **extra}
+
+
+def test_chat_reader_assembles_text_tool_call_arguments_and_usage():
+    reader = ChatReader(upstream_at("http://x"), "resp_" + "b" * 32, "m")
+    grew = [reader.feed(c) for c in [
+        chat_chunk({"role": "assistant", "content": ""}),
+        chat_chunk({"content": "Hel"}), chat_chunk({"content": "lo"}),
+        chat_chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {
+            "name": "f", "arguments": '{"a"'}}]}),
+        chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}),
+        chat_chunk({}, "tool_calls"),
+        chat_chunk(usage={"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}),
+        "[DONE]",
+    ]]
+
+    assert grew == [False, True, True, True, True, False, False, False]
+    assert reader.done
+    final = reader.final()
+    assert (final["status"], final["model"]) == ("completed", "m-up")
+    assert [item["type"] for item in final["output"]] == ["message", "function_call"]
+    assert final["output"][0]["content"][0]["text"] == "Hello"
+    assert final["output"][1]["arguments"] == '{"a": 1}'
+    assert final["usage"] == {"input_tokens": 4, "output_tokens": 6, "total_tokens": 10}
+
+
+def test_chat_reader_length_is_incomplete_an_early_end_and_an_error_are_failures():
+    reader = ChatReader(upstream_at("http://x"), "resp_1", "m")
+    reader.feed(chat_chunk({"content": "x"}))
+    with pytest.raises(BadGateway, match="before the answer was finished"):
+        reader.final()
+    reader.feed(chat_chunk({}, "length"))
+    assert reader.final()["status"] == "incomplete"
+    with pytest.raises(BadGateway, match="overloaded") as info:
+        reader.feed({"error": {"message": f"overloaded, key {KEY}"}})
+    assert KEY not in info.value.message  # the provider's key is scrubbed from its message
+
+
+def responses_event(kind, **fields):
+    return {"type": kind, **fields}
+
+
+def test_responses_reader_assembles_deltas_and_takes_the_final_response():
+    reader = ResponsesReader(upstream_at("http://x", "groq"), "resp_1", "m")
+    for event in [
+        responses_event("response.created", response={"status": "in_progress"}),
+        responses_event("response.output_item.added", output_index=0,
+                        item={"type": "message", "role": "assistant", "content": []}),
+        responses_event("response.output_text.delta", output_index=0, content_index=0,
+                        delta="Hi "),
+        responses_event("response.output_text.delta", output_index=0, content_index=0,
+                        delta="you"),
+        responses_event("response.output_item.added", output_index=1,
+                        item={"type": "function_call", "call_id": "c", "name": "f"}),
+        responses_event("response.function_call_arguments.delta", output_index=1, delta="{}"),
+    ]:
+        reader.feed(event)
+
+    so_far = reader.response("in_progress")
+    assert so_far["output"][0]["content"][0]["text"] == "Hi you"
+    assert so_far["output"][1]["arguments"] == "{}"
+    with pytest.raises(BadGateway, match="before the response was finished"):
+        reader.final()
+
+    reader.feed(responses_event("response.incomplete", response={
+        "model": "m-up", "output": [{"type": "message"}], "usage": {"input_tokens": 1}}))
+    final = reader.final()
+    assert (final["id"], final["status"], final["model"]) == ("resp_1", "incomplete", "m-up")
+    assert final["usage"] == {"input_tokens": 1}
+
+
+def test_responses_reader_error_event_is_a_failure_and_failed_keeps_its_error():
+    reader = ResponsesReader(upstream_at("http://x", "groq"), "resp_1", "m")
+    with pytest.raises(BadGateway, match="overloaded"):
+        reader.feed(responses_event("error", code="server_error", message="overloaded"))
+
+    reader.feed(responses_event("response.failed", response={
+        "status": "failed", "error": {"code": "server_error", "message": "boom"}}))
+    assert reader.final()["error"] == {"code": "server_error", "message": "boom"}
+
+
+# A Generation against the fake provider, over real sockets.
+
+@pytest.mark.parametrize("provider", ["anthropic", "groq"])
+def test_a_generation_streams_to_the_end(fake, provider):
+    upstream = upstream_at(fake.base_url, provider)
+    generation = PROVIDERS[provider].stream(upstream, {"model": "words-5-10",
+                                                       "input": f"full-{provider}"})
+
+    responses = list(generation)
+
+    statuses = [r["status"] for r in responses]
+    assert statuses[-1] == "completed" and set(statuses[:-1]) == {"in_progress"}
+    assert len(statuses) > 5  # at least one Response per delta, as each arrived
+    assert responses[-1]["output"][-1]["content"][0]["text"] == "w0 w1 w2 w3 w4"
+    assert responses[-1]["usage"]["output_tokens"] == 5
+    [stream] = fake.streams_for(f"full-{provider}")
+    assert stream.finished and stream.body["stream"] is True
+    if provider == "anthropic":  # translated, and asked for usage at the end
+        assert stream.body["stream_options"] == {"include_usage": True}
+        assert stream.body["messages"] == [{"role": "user", "content": "full-anthropic"}]
+    else:
+        assert "background" not in stream.body
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "groq"])
+def test_close_from_another_thread_stops_the_upstream_stream(fake, provider):
+    key = f"close-{provider}"
+    generation = PROVIDERS[provider].stream(upstream_at(fake.base_url, provider),
+                                            {"model": "words-500-20", "input": key})
+    seen = []
+    reading = threading.Thread(target=lambda: seen.extend(generation))
+    reading.start()
+    fake.wait_for(key, lambda s: s.sent >= 3)
+
+    closed_at = time.monotonic()
+    generation.close()
+    reading.join(timeout=2)
+
+    assert not reading.is_alive()  # the blocked read returned
+    assert seen and all(r["status"] == "in_progress" for r in seen)  # no final: it was stopped
+    stream = fake.wait_for(key, lambda s: s.client_left, seconds=2)
+    assert stream.gone_at - closed_at < 1 and not stream.finished
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "groq"])
+@pytest.mark.parametrize("kind", ["fail", "cut"])
+def test_a_stream_that_fails_or_breaks_off_raises(fake, provider, kind):
+    generation = PROVIDERS[provider].stream(upstream_at(fake.base_url, provider),
+                                            {"model": f"{kind}-2-0", "input": f"{kind}-x"})
+
+    with pytest.raises(BadGateway):
+        list(generation)
+
+
+@pytest.mark.parametrize("status,error", [(429, RateLimited), (400, Rejected), (500, BadGateway)])
+def test_a_refused_stream_raises_before_any_output(upstream, status, error):
+    upstream.post("http://provider.test/v1/chat/completions", status=status,
+                  json={"error": {"message": "no"}})
+    generation = PROVIDERS["anthropic"].stream(upstream_at("http://provider.test/v1"),
+                                               {"model": "m", "input": "x"})
+
+    with pytest.raises(error):
+        next(iter(generation))
+    assert upstream.calls[-1].request.headers["Authorization"] == f"Bearer {KEY}"
