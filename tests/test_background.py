@@ -210,11 +210,13 @@ def create(gateway, provider, model, key):
 
 
 def poll(gateway, response_id, condition, seconds=10):
+    """Retrieve the response until `condition` holds; fail after `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
         body = gateway.get(f"/v1/responses/{response_id}", headers=auth()).get_json()
-        if condition(body) or time.monotonic() > deadline:
+        if condition(body):
             return body
+        assert time.monotonic() < deadline, f"{response_id} stayed {body['status']}"
         time.sleep(0.05)
 
 

@@ -1,0 +1,179 @@
+"""Background responses the gateway runs, through real gunicorn (2 workers, as the Procfile
+starts it) and the official SDK, against a provider on 127.0.0.1 that streams slowly and
+records whether its client went away."""
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+
+from fake_streaming import FakeStreamingProvider
+from gateway_process import run_gateway
+
+GATEWAY_KEY = "gw-background-key-0001"
+
+
+@pytest.fixture(scope="module")
+def streamer():
+    with FakeStreamingProvider() as server:
+        yield server
+
+
+def env(streamer, **extra):
+    return dict(GATEWAY_API_KEYS=GATEWAY_KEY, WEB_CONCURRENCY="2",
+                ANTHROPIC_API_KEY="sk-ant-e2e", ANTHROPIC_BASE_URL=streamer.base_url,
+                GROQ_API_KEY="gsk-e2e", GROQ_BASE_URL=streamer.base_url, **extra)
+
+
+@pytest.fixture(scope="module")
+def gateway(streamer, tmp_path_factory):
+    with run_gateway(tmp_path_factory.mktemp("bg"), **env(streamer)) as gw:
+        yield gw
+
+
+def sdk(gateway):
+    """A fresh SDK client: a new connection, so either worker may answer."""
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
+
+
+def poll(gateway, response_id, condition, seconds=15):
+    """Retrieve the response until `condition` holds; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = sdk(gateway).responses.retrieve(response_id)
+        if condition(response):
+            return response
+        assert time.monotonic() < deadline, f"{response_id} stayed {response.status}"
+        time.sleep(0.05)
+
+
+def running(response):
+    return response.status == "in_progress" and response.output_text
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "groq"])
+def test_a_background_create_completes_with_the_full_text_and_usage(gateway, streamer, provider):
+    created = sdk(gateway).responses.create(model=f"{provider}/words-100-20",
+                                            input=f"e2e-{provider}", background=True)
+    assert created.status == "queued"
+
+    partial = poll(gateway, created.id, running)
+    done = poll(gateway, created.id, lambda r: r.status == "completed")
+
+    assert 0 < len(partial.output_text) < len(done.output_text)  # seen while it ran
+    assert done.output_text == " ".join(f"w{i}" for i in range(100))
+    assert (done.usage.output_tokens, done.usage.total_tokens) == (100, 102)
+    assert len(streamer.streams_for(f"e2e-{provider}")) == 1
+
+
+def test_cancel_mid_stream_closes_the_upstream_and_never_goes_back(gateway, streamer):
+    created = sdk(gateway).responses.create(model="anthropic/words-1000-20", input="e2e-cancel",
+                                            background=True)
+    poll(gateway, created.id, running)
+
+    cancelled = sdk(gateway).responses.cancel(created.id)
+    cancelled_at = time.monotonic()
+
+    assert cancelled.status == "cancelled" and cancelled.output_text
+    stream = streamer.wait_for("e2e-cancel", lambda s: s.client_left, seconds=2)
+    assert stream.gone_at - cancelled_at < 1 and not stream.finished
+    for _ in range(10):  # whichever worker answers, and however late the run's last write
+        assert sdk(gateway).responses.retrieve(created.id).status == "cancelled"
+        time.sleep(0.05)
+    assert sdk(gateway).responses.cancel(created.id).model_dump() == cancelled.model_dump()
+
+
+def test_cancel_of_a_completed_response_is_400(gateway):
+    created = sdk(gateway).responses.create(model="groq/words-2-0", input="e2e-done",
+                                            background=True)
+    poll(gateway, created.id, lambda r: r.status == "completed")
+
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(gateway).responses.cancel(created.id)
+
+    assert info.value.body["message"] == "Cannot cancel a completed response."
+    assert sdk(gateway).responses.retrieve(created.id).status == "completed"
+
+
+def test_create_on_one_instance_cancel_on_another_sharing_redis(streamer, redis_url,
+                                                                tmp_path_factory):
+    shared = env(streamer, STORE_URL=redis_url)
+    with run_gateway(tmp_path_factory.mktemp("a"), **shared) as first, \
+            run_gateway(tmp_path_factory.mktemp("b"), **shared) as second:
+        created = sdk(first).responses.create(model="groq/words-1000-20", input="e2e-redis",
+                                              background=True)
+        poll(second, created.id, running)
+
+        cancelled = sdk(second).responses.cancel(created.id)
+
+        assert cancelled.status == "cancelled"
+        # The first instance runs it: its watch saw the cancel and shut the stream.
+        stream = streamer.wait_for("e2e-redis", lambda s: s.client_left, seconds=2)
+        assert not stream.finished
+        assert sdk(first).responses.retrieve(created.id).status == "cancelled"
+
+
+def worker_pids(gateway):
+    children = Path(f"/proc/{gateway.proc.pid}/task/{gateway.proc.pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
+
+
+def test_a_run_whose_workers_are_killed_is_failed_once_the_lease_passes(streamer,
+                                                                      tmp_path_factory):
+    with run_gateway(tmp_path_factory.mktemp("kill"),
+                     **env(streamer, BACKGROUND_LEASE="2")) as gateway:
+        created = sdk(gateway).responses.create(model="anthropic/words-1000-20",
+                                                input="e2e-kill", background=True)
+        poll(gateway, created.id, running)
+
+        for pid in worker_pids(gateway):
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+        streamer.wait_for("e2e-kill", lambda s: s.client_left, seconds=2)
+        time.sleep(2.5)  # gunicorn starts new workers meanwhile
+
+        lost = poll(gateway, created.id, lambda r: r.status != "in_progress", seconds=5)
+
+    assert lost.status == "failed"
+    assert lost.error.code == "run_lost" and "lost" in lost.error.message
+    assert lost.output_text  # the output it had is kept
+
+
+def test_200_background_runs_with_50_cancelled_mid_stream(gateway, streamer):
+    """Every upstream stream starts exactly once; every cancelled one is closed; none is
+    lost, none doubled."""
+    keys = [f"load-{i}" for i in range(200)]
+    cancelled_keys = set(keys[::4])  # 50, spread through the batch
+
+    def create(key):
+        model = "words-1000-10" if key in cancelled_keys else "words-10-10"
+        return key, sdk(gateway).responses.create(model=f"groq/{model}", input=key,
+                                                  background=True).id
+
+    def cancel(key_and_id):
+        key, response_id = key_and_id
+        poll(gateway, response_id, running, seconds=60)  # mid-stream, even after waiting queued
+        return sdk(gateway).responses.cancel(response_id).status
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = dict(pool.map(create, keys))
+        statuses = list(pool.map(cancel, [(k, ids[k]) for k in cancelled_keys]))
+
+    assert statuses == ["cancelled"] * 50
+    for key in keys:
+        if key not in cancelled_keys:
+            done = poll(gateway, ids[key], lambda r: r.status == "completed", seconds=60)
+            assert done.output_text == " ".join(f"w{i}" for i in range(10)), key
+    for key in cancelled_keys:
+        stream = streamer.wait_for(key, lambda s: s.client_left, seconds=2)
+        assert not stream.finished
+        assert sdk(gateway).responses.retrieve(ids[key]).status == "cancelled"
+    for key in keys:
+        assert len(streamer.streams_for(key)) == 1, key
+    assert len(set(ids.values())) == 200
+    metrics = requests.get(f"{gateway.url}/metrics", timeout=5).text
+    assert 'gateway_background_runs_total{provider="groq",status="cancelled"}' in metrics
