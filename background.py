@@ -141,8 +141,9 @@ class Runner:
             if status in FINAL and not jobs[response_id].stopped:
                 jobs[response_id].stop()
         for job in jobs.values():
-            latest = job.latest
-            if latest is not job.saved and not job.stopped and now - job.saved_at >= PROGRESS_EVERY:
+            latest = job.latest  # None once the job holds its final Response: nothing to add
+            if (latest is not None and latest is not job.saved and not job.stopped
+                    and now - job.saved_at >= PROGRESS_EVERY):
                 job.saved, job.saved_at = latest, now
                 self._write(job, latest)
         if now >= self._next_heartbeat:

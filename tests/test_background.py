@@ -285,3 +285,20 @@ def test_the_client_key_never_reaches_the_streaming_provider(gateway, streamer):
     poll(gateway, created["id"], lambda b: b["status"] == "completed")
 
     assert GATEWAY_KEY not in str(streamer.streams_for("bg-keys")[0].body)
+
+
+def test_tick_never_writes_when_a_run_has_just_ended(runner, store, clock):
+    """The run clears its progress as it writes its final Response; a watch round that
+    comes between must not store anything in its place."""
+    gen = FakeGeneration("resp_e", so_far=[message("x")])
+    runner.submit("groq", gen)
+    wait_until(lambda: runner._jobs["resp_e"].latest is not None)
+    job = runner._jobs["resp_e"]
+    job.latest = None  # as the run leaves it, just before its final write
+    clock.now += 1
+
+    runner.tick()
+
+    assert store.get("resp_e").status == "in_progress"
+    gen.released.set()
+    wait_until(lambda: store.get("resp_e").status == "completed")
