@@ -31,12 +31,15 @@ GATEWAY_STATUSES = {
 }
 ID_PARAM = {"name": "id", "in": "path", "required": True, "description": "Response ID",
             "schema": {"type": "string"}}
-# Forwarded as the provider's Responses API expects; only these fields are the gateway's concern.
+# Forwarded as the provider's Responses API expects (translated for Chat-only providers);
+# only these fields are the gateway's concern.
 CREATE_BODY = {"required": True, "content": {"application/json": {"schema": {
     "type": "object",
     "properties": {
         "model": {"type": "string", "description": "'provider/model', e.g. 'openai/gpt-4o-mini'"},
-        "background": {"type": "boolean"},
+        "background": {"type": "boolean", "description": (
+            "Run in the background: at the provider where it can cancel natively, otherwise "
+            "by the gateway, which answers at once and stops the generation on cancel")},
         "stream": {"type": "boolean", "enum": [False],
                    "description": "Streaming is not supported: poll a background response"},
     },
