@@ -22,8 +22,9 @@ next time someone reads it. A run happens exactly once, in the process that
 took the create; none is ever restarted.
 
 On SIGTERM gunicorn lets a worker finish within its graceful timeout: the
-pool's threads are not daemons, so the interpreter waits for the running jobs,
-while jobs still queued are failed at once instead of started.
+pool's threads are not daemons, so the interpreter waits for the running jobs.
+gunicorn.conf.py's hook calls stop_starting() as the signal arrives, and from
+then on no queued job starts: the watch fails them at once.
 """
 
 import logging
@@ -46,6 +47,17 @@ PROGRESS_EVERY = 0.5  # seconds between writes of a job's output so far
 IDLE_WAIT = 1.0  # seconds an idle pool thread waits before it looks whether to exit
 LOST = "its run was lost: the gateway process running it stopped (restarted or killed)"
 NOT_STARTED = "its run never started: the gateway process holding it was stopping"
+
+STOPPING = threading.Event()  # this process is stopping: start no queued job
+
+
+def stop_starting():
+    """Start no more queued jobs in this process (its running ones go on); signal-safe."""
+    STOPPING.set()
+
+
+def _stopping():
+    return STOPPING.is_set() or not threading.main_thread().is_alive()
 
 
 class Job:
@@ -132,6 +144,8 @@ class Runner:
 
     def tick(self):
         """One round of the watch: stop what was cancelled, write progress, heartbeat."""
+        if _stopping():
+            self._drain()
         with self._lock:
             jobs = dict(self._jobs)
         if not jobs:
@@ -175,11 +189,10 @@ class Runner:
                 with self._lock:
                     self._idle -= 1
             try:
-                if threading.main_thread().is_alive():
+                if _stopping():
+                    self._never_start(job)
+                else:
                     self._run(job)
-                else:  # the process is stopping: start nothing new
-                    self._fail(job.response_id, job.provider, job.generation.queued(),
-                               "run_lost", NOT_STARTED)
             except StoreError as exc:
                 log.warning("background response %s at %s: %s", job.response_id, job.provider, exc)
             except Exception:
@@ -187,6 +200,23 @@ class Runner:
             finally:
                 with self._lock:
                     self._jobs.pop(job.response_id, None)
+
+    def _drain(self):
+        """Fail every job still queued here: the process is stopping."""
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._never_start(job)
+            finally:
+                with self._lock:
+                    self._jobs.pop(job.response_id, None)
+
+    def _never_start(self, job):
+        self._fail(job.response_id, job.provider, job.generation.queued(), "run_lost", NOT_STARTED)
+        metrics.count_run(job.provider, "failed")
 
     def _run(self, job):
         """Run one job to its end, unless it is stopped first."""

@@ -34,7 +34,10 @@ preload_app = True
 # above the slowest honest request (a provider call with its retries).
 _upstream_timeout = float(os.environ.get("UPSTREAM_TIMEOUT") or 20)
 timeout = int(3 * _upstream_timeout) + 30
-graceful_timeout = timeout  # on deploy, let in-flight cancels finish
+# On deploy, let in-flight requests finish, and the background responses this
+# worker runs (background.py): past this, the worker is killed and its runs are
+# failed as lost once BACKGROUND_LEASE passes.
+graceful_timeout = timeout
 
 # Keep client connections open briefly between requests (behind a router, the
 # router is the client).
@@ -62,6 +65,25 @@ def on_starting(server):
     folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder, exist_ok=True)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, let a worker's background runs finish but start none still queued.
+
+    gunicorn's own handler starts the graceful stop; ours, wrapped around it,
+    only tells background.py, which fails the queued runs from its own thread.
+    """
+    import signal
+
+    import background
+
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):
+        background.stop_starting()
+        graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def child_exit(server, worker):

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -13,6 +14,36 @@ from app import create_app
 from fake_upstream import FakeProvider
 from gateway_process import free_port
 from support import ENV, GATEWAY_KEY
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+OUTBOUND = []  # hosts a test tried to resolve that are not this machine
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_only():
+    """Refuse to resolve any host but loopback in this process: no test may reach out,
+    not even from a background run a test left behind."""
+    resolve = socket.getaddrinfo
+
+    def guarded(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in LOOPBACK:
+            OUTBOUND.append(name)
+            raise socket.gaierror(socket.EAI_NONAME, f"tests reach only 127.0.0.1, not {name}")
+        return resolve(host, *args, **kwargs)
+
+    socket.getaddrinfo = guarded
+    yield
+    socket.getaddrinfo = resolve
+
+
+@pytest.fixture(autouse=True)
+def no_outbound_traffic():
+    """Fail the test during which anything tried to reach past 127.0.0.1."""
+    OUTBOUND.clear()
+    yield
+    assert not OUTBOUND, f"tried to reach {sorted(set(OUTBOUND))}"
 
 
 @pytest.fixture(scope="session", autouse=True)

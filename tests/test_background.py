@@ -302,3 +302,20 @@ def test_tick_never_writes_when_a_run_has_just_ended(runner, store, clock):
     assert store.get("resp_e").status == "in_progress"
     gen.released.set()
     wait_until(lambda: store.get("resp_e").status == "completed")
+
+
+def test_a_stopping_process_fails_its_queued_runs_and_starts_none(store, clock):
+    import background
+
+    runner = Runner(store, threads=0, lease=LEASE, clock=clock, watch_every=None)
+    gen = FakeGeneration("resp_q")
+    runner.submit("groq", gen)
+    try:
+        background.stop_starting()  # what gunicorn.conf.py's SIGTERM hook calls
+        runner.tick()
+    finally:
+        background.STOPPING.clear()
+
+    stopped = store.get("resp_q")
+    assert (stopped.status, stopped.body["error"]["code"]) == ("failed", "run_lost")
+    assert not runner.running() and not gen.started.is_set()

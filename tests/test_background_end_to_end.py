@@ -25,9 +25,9 @@ def streamer():
 
 
 def env(streamer, **extra):
-    return dict(GATEWAY_API_KEYS=GATEWAY_KEY, WEB_CONCURRENCY="2",
-                ANTHROPIC_API_KEY="sk-ant-e2e", ANTHROPIC_BASE_URL=streamer.base_url,
-                GROQ_API_KEY="gsk-e2e", GROQ_BASE_URL=streamer.base_url, **extra)
+    return {**dict(GATEWAY_API_KEYS=GATEWAY_KEY, WEB_CONCURRENCY="2",
+                   ANTHROPIC_API_KEY="sk-ant-e2e", ANTHROPIC_BASE_URL=streamer.base_url,
+                   GROQ_API_KEY="gsk-e2e", GROQ_BASE_URL=streamer.base_url), **extra}
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +177,27 @@ def test_200_background_runs_with_50_cancelled_mid_stream(gateway, streamer):
     assert len(set(ids.values())) == 200
     metrics = requests.get(f"{gateway.url}/metrics", timeout=5).text
     assert 'gateway_background_runs_total{provider="groq",status="cancelled"}' in metrics
+
+
+def test_on_sigterm_a_running_job_finishes_and_a_queued_one_never_starts(streamer,
+                                                                      tmp_path_factory):
+    folder = tmp_path_factory.mktemp("term")
+    with run_gateway(folder, **env(streamer, WEB_CONCURRENCY="1",
+                                   BACKGROUND_THREADS="1")) as gateway:
+        running_one = sdk(gateway).responses.create(model="groq/words-60-25", input="e2e-term-1",
+                                                    background=True)
+        queued_one = sdk(gateway).responses.create(model="groq/words-5-0", input="e2e-term-2",
+                                                   background=True)
+        poll(gateway, running_one.id, running)
+
+        gateway.proc.send_signal(signal.SIGTERM)  # a deploy: gunicorn stops gracefully
+        gateway.proc.wait(timeout=30)
+
+    from store import open_store
+
+    store = open_store(f"sqlite:///{folder}/gateway.sqlite3", ttl=60)
+    assert store.get(running_one.id).status == "completed"  # given the graceful timeout
+    assert streamer.streams_for("e2e-term-1")[0].finished
+    stopped = store.get(queued_one.id)
+    assert (stopped.status, stopped.body["error"]["code"]) == ("failed", "run_lost")
+    assert streamer.streams_for("e2e-term-2") == []  # never started

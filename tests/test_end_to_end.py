@@ -24,6 +24,7 @@ def gateway(provider, tmp_path_factory):
         OPENAI_API_KEY=PROVIDER_KEY,
         OPENAI_BASE_URL=provider.base_url,
         ANTHROPIC_API_KEY="sk-ant-e2e-0001",
+        ANTHROPIC_BASE_URL=provider.base_url,  # never the real one, whatever a test sends
         WEB_CONCURRENCY="2",
     ) as gateway:
         yield gateway

@@ -35,6 +35,7 @@ def api_schema(provider, tmp_path_factory):
         "OPENAI_API_KEY": "sk-fuzz",
         "OPENAI_BASE_URL": provider.base_url,
         "ANTHROPIC_API_KEY": "sk-ant-fuzz",
+        "ANTHROPIC_BASE_URL": provider.base_url,  # creates there are now translated and sent
         "UPSTREAM_TIMEOUT": "5",
     })
     return schemathesis.openapi.from_wsgi("/openapi.json", app)
