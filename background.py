@@ -84,11 +84,17 @@ class Runner:
         self.store, self.threads, self.lease = store, threads, lease
         self.clock, self.watch_every = clock, watch_every
         self._pid = None  # threads and queues belong to one process: gunicorn forks after app creation
+        self._setup = threading.Lock()  # never held in gunicorn's master, so safe to fork
 
     def _here(self):
         """Set up this process's queue, jobs and watch thread, once per process."""
         if self._pid == os.getpid():
             return
+        with self._setup:
+            if self._pid != os.getpid():  # another request thread may have just done it
+                self._set_up()
+
+    def _set_up(self):
         self._lock = threading.Lock()
         self._jobs = {}  # response_id -> Job, queued or running here
         self._queue = queue.Queue()
