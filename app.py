@@ -7,20 +7,23 @@ names: `lookup` (which provider the store says holds an id), `candidates`
 contract's Response) and `remember` (tell the store). A background response at
 a provider without native cancel is run by the gateway itself: the views hand
 it to the runner (background.py) and read it from the store. Whatever fails on
-the way, envelope.py turns into the OpenAI error envelope. Provider calls live
-in providers/, the response store in store/.
+the way, envelope.py turns into the OpenAI error envelope. A create with
+stream: true is answered with server-sent events (streams.py). Provider calls
+live in providers/, the response store in store/.
 """
 
 import hmac
 import os
 import re
+import threading
 import unicodedata
 import uuid
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from marshmallow import ValidationError
 
 import metrics
+import streams
 from config import Settings, key_digest
 from envelope import ApiError, error_response, invalid, unauthorized, unsupported
 from openapi import build_spec
@@ -148,14 +151,14 @@ def create_response():
     """Create a response at the provider that `model` ("provider/model") or ?provider= names."""
     settings = current_app.extensions["gateway"]
     body = json_object_body()
-    if body.get("stream") not in (None, False):
-        raise invalid("stream is not supported: this gateway answers synchronously; "
-                      "create with background=true and poll GET /v1/responses/{id}", "stream")
+    if not isinstance(body.get("stream"), (bool, type(None))):  # not `in (True, False)`: 1 == True
+        raise invalid("stream must be true or false", "stream")
     upstream, body = create_target(settings, body, provider_hint())
-    if body.get("background") is True and PROVIDERS[upstream.name].cancel is None:
-        g.provider = upstream.name  # no native cancel: the gateway runs it, so it can stop it
-        generation = PROVIDERS[upstream.name].stream(upstream, body)  # refused fields: 400 now
-        return settings.runner.submit(upstream.name, generation).body
+    gateway_run = body.get("background") is True and PROVIDERS[upstream.name].cancel is None
+    if body.get("stream") is True:
+        return stream_create(settings, upstream, body, gateway_run)
+    if gateway_run:
+        return start_run(settings, upstream, body).body
     created = call(upstream, "create", body)
     response_id = created.get("id")
     if not isinstance(response_id, str) or not response_id:
@@ -195,6 +198,32 @@ def cancel_response(response_id):
     upstreams = candidates(settings, "cancel", hint, stored)
     provider, body = first_success(upstreams, "cancel", response_id)
     return remember(settings.store, provider, shape(provider, body, response_id))
+
+
+def stream_create(settings, upstream, body, gateway_run):
+    """Answer a create with server-sent events (streams.py); a refusal is still an envelope."""
+    g.provider = upstream.name
+    if gateway_run:  # the client follows the run; the run goes on if the client leaves
+        stopped = threading.Event()
+        entry = start_run(settings, upstream, body)
+        source = streams.following(settings.runner, entry, upstream.name, stopped)
+        stop = stopped.set
+    else:
+        generation = PROVIDERS[upstream.name].stream(upstream, body)  # refused fields: 400 now
+        with metrics.upstream_call(upstream.name):
+            generation.open()  # the provider's refusal: an envelope, before the first byte
+        kind = streams.passthrough if PROVIDERS[upstream.name].responses_api else streams.translated
+        source, stop = kind(generation, upstream.name, settings.store), generation.close
+    return Response(streams.sse(source, stop), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def start_run(settings, upstream, body):
+    """Hand a background response to the runner: no native cancel, so the gateway runs it."""
+    g.provider = upstream.name
+    foreground = {k: v for k, v in body.items() if k != "background"}  # upstream, it streams
+    generation = PROVIDERS[upstream.name].stream(upstream, foreground)  # refused fields: 400 now
+    return settings.runner.submit(upstream.name, generation)
 
 
 def cancel_run(settings, response_id, stored):

@@ -45,6 +45,7 @@ log = logging.getLogger("gateway.background")
 WATCH_EVERY = 0.2  # seconds; a cancel anywhere stops the generation within this and a read
 PROGRESS_EVERY = 0.5  # seconds between writes of a job's output so far
 IDLE_WAIT = 1.0  # seconds an idle pool thread waits before it looks whether to exit
+FOLLOW_EVERY = 0.05  # seconds between looks at a run's output, for a client streaming it
 LOST = "its run was lost: the gateway process running it stopped (restarted or killed)"
 NOT_STARTED = "its run never started: the gateway process holding it was stopping"
 
@@ -70,6 +71,7 @@ class Job:
         self.saved = None  # the last of those written to the store
         self.saved_at = 0.0
         self.stopped = False
+        self.ended = threading.Event()  # set once the job is done here, however it ended
 
     def stop(self):
         """Stop the run: it never starts, or its upstream connection is shut now."""
@@ -126,6 +128,22 @@ class Runner:
         self._here()
         with self._lock:
             return set(self._jobs)
+
+    def follow(self, response_id, stopped):
+        """The Response of a run here each time its output grows, then as it ended (read
+        from the store); stops early once `stopped` is set. Raises StoreError."""
+        self._here()
+        job, seen = self._jobs.get(response_id), None
+        while job is not None and not stopped.is_set():
+            latest = job.latest
+            if latest is not None and latest is not seen:
+                seen = latest
+                yield latest
+            if job.ended.wait(FOLLOW_EVERY):
+                break
+        entry = self.store.get(response_id)
+        if entry is not None and not stopped.is_set():
+            yield entry.body
 
     def settle(self, response_id, entry):
         """A gateway run's entry as it stands, failed first if its heartbeat is past the lease."""
@@ -204,8 +222,7 @@ class Runner:
             except Exception:
                 log.exception("background response %s at %s failed", job.response_id, job.provider)
             finally:
-                with self._lock:
-                    self._jobs.pop(job.response_id, None)
+                self._forget(job)
 
     def _drain(self):
         """Fail every job still queued here: the process is stopping."""
@@ -217,8 +234,13 @@ class Runner:
             try:
                 self._never_start(job)
             finally:
-                with self._lock:
-                    self._jobs.pop(job.response_id, None)
+                self._forget(job)
+
+    def _forget(self, job):
+        """The job is done here, however it ended: drop it, and tell whoever follows it."""
+        with self._lock:
+            self._jobs.pop(job.response_id, None)
+        job.ended.set()
 
     def _never_start(self, job):
         self._fail(job.response_id, job.provider, job.generation.queued(), "run_lost", NOT_STARTED)

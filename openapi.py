@@ -40,8 +40,8 @@ CREATE_BODY = {"required": True, "content": {"application/json": {"schema": {
         "background": {"type": "boolean", "description": (
             "Run in the background: at the provider where it can cancel natively, otherwise "
             "by the gateway, which answers at once and stops the generation on cancel")},
-        "stream": {"type": "boolean", "enum": [False],
-                   "description": "Streaming is not supported: poll a background response"},
+        "stream": {"type": "boolean", "description": (
+            "true: answer with server-sent events in the Responses API's format")},
     },
     "additionalProperties": True,
 }}}}
@@ -68,11 +68,14 @@ def build_spec():
     spec.components.schema("core.ResponsesResponse", schema=ResponsesResponseSchema)
     spec.components.schema("core.OpenAIErrorEnvelope", schema=OpenAIErrorEnvelopeSchema)
     spec.components.schema("core.ProviderList", schema=ProviderListSchema)
-    spec.path(path="/v1/responses", operations={"post": operation(
+    create = operation(
         "Create a response",
         [provider_param("Provider to create at, instead of a 'provider/' prefix on model")],
         GATEWAY_STATUSES, request_body=CREATE_BODY,
-    )})
+    )
+    create["responses"]["200"]["content"]["text/event-stream"] = {"schema": {
+        "type": "string", "description": "With stream: true, the Responses API's events"}}
+    spec.path(path="/v1/responses", operations={"post": create})
     spec.path(path="/v1/responses/{id}", operations={"get": operation(
         "Get a response", [ID_PARAM, provider_param("Provider override for native retrieval")],
         {k: v for k, v in GATEWAY_STATUSES.items() if k != "413"},

@@ -21,7 +21,6 @@ def cancel(upstream, response_id):
 
 
 def stream(upstream, body):
-    """A generation the gateway runs: POST {base_url}/responses with stream: true."""
-    payload = {**{k: v for k, v in body.items() if k != "background"}, "stream": True}
+    """A streamed generation: POST {base_url}/responses with the body and stream: true."""
     reader = ResponsesReader(upstream, new_response_id(), body.get("model"))
-    return Generation(upstream, "responses", payload, reader)
+    return Generation(upstream, "responses", {**body, "stream": True}, reader)

@@ -2,9 +2,10 @@
 
 A provider's stream operation (PROVIDERS[name].stream) checks and translates
 the create body at once and returns a Generation, which sends nothing until it
-is iterated. Iterating it opens the stream and yields the Response so far each
-time its output grows, then the final Response (completed, incomplete, or
-failed as the provider says). A failure on the way raises a ProviderError.
+is opened or iterated. Iterating it yields the Response so far each time its
+output grows, then the final Response (completed, incomplete, or failed as the
+provider says); events() yields the provider's own events instead, for a
+client that streams. A failure on the way raises a ProviderError.
 close(), from any thread, shuts the connection: the read under way returns,
 the iteration ends, and the provider sees its client go away, so it stops
 generating (and billing).
@@ -41,24 +42,38 @@ class Generation:
         """The Response as it stands before the generation starts."""
         return self.reader.response("queued")
 
-    def __iter__(self):
-        name = self.upstream.name
-        resp = self._resp = open_stream(self.upstream, self.path, self.payload)
+    def open(self):
+        """Send the request now, if not yet sent; raise the ProviderError of a refusal."""
+        if self._resp is None:
+            self._resp = open_stream(self.upstream, self.path, self.payload)
+        return self
+
+    def events(self):
+        """(event, whether the output grew) for each upstream event as it arrives, the
+        reader having taken it in; raises a ProviderError if the stream fails."""
+        resp = self.open()._resp
         try:
             if self._closed:  # closed while the request was on its way
                 return
             try:
                 for data in sse_data(self.upstream, resp):  # to the end: the connection is reused
-                    if not self.reader.done and self.reader.feed(data):
-                        yield self.reader.response("in_progress")
+                    if not self.reader.done:
+                        yield data, self.reader.feed(data)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if self._closed:
                     return  # our own close() broke the read off
                 if not self.reader.done:  # past the end, a broken connection costs nothing
                     raise _broken(self.upstream, exc) from exc
-            yield self.reader.final()
         finally:
             resp.close()
+
+    def __iter__(self):
+        for _, grew in self.events():
+            if grew:
+                yield self.reader.response("in_progress")
+        if not self._closed:
+            yield self.reader.final()
+
     def close(self):
         """Stop the generation: shut the upstream connection (safe from any thread)."""
         self._closed = True

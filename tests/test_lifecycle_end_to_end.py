@@ -59,13 +59,6 @@ def test_create_retrieve_cancel_and_cancel_again_with_sqlite(sqlite_gateway, pro
     assert sqlite_gateway.store_file.exists()
 
 
-def test_stream_true_is_refused_by_the_sdk_as_a_bad_request(sqlite_gateway):
-    with pytest.raises(openai.BadRequestError) as info:
-        sdk(sqlite_gateway).responses.create(model="openai/gpt-4o-mini", input="x", stream=True)
-
-    assert info.value.body["param"] == "stream"
-
-
 def test_two_gateways_sharing_redis(provider, vllm, redis_url, tmp_path_factory):
     env = gateway_env(provider, vllm, STORE_URL=redis_url)
     with run_gateway(tmp_path_factory.mktemp("a"), **env) as first, \

@@ -1,0 +1,149 @@
+"""A create answered as a stream: server-sent events in the Responses API's format.
+
+The view opens the provider's stream first, so a refusal is still the usual
+error envelope and status; then one of these sources of events goes to sse(),
+whose bytes Flask streams to the client:
+
+- passthrough(): a provider with a Responses API. Its own events go out as they
+  arrive, with `provider` stamped into every Response object they carry.
+- translated(): a provider with only Chat Completions. Its chunks go out as
+  Responses events (providers/events.py), under the id the gateway minted.
+- following(): a background response the gateway runs. Its progress goes out as
+  the run goes on; the run outlives the client.
+
+Each source stores the final Response, so retrieve and cancel find it later.
+An upstream failure after the first byte ends the stream with an `error`
+event. When the client goes away, gunicorn closes sse(), which closes the
+source at once: the upstream connection is shut, so the provider stops
+generating. Nothing here knows Flask.
+"""
+
+import json
+import logging
+import queue
+import threading
+
+from marshmallow import ValidationError
+
+from background import run_error
+from providers.errors import BadGateway, ProviderError
+from providers.events import EventWriter
+from schemas import contract_response, malformed
+from store import StoreError
+
+log = logging.getLogger("gateway.streams")
+
+KEEPALIVE = 15.0  # seconds of provider silence before a comment keeps routers from timing out
+END = object()
+
+
+def sse(source, stop, keepalive=KEEPALIVE):
+    """The stream's bytes: each event of `source`, and a comment whenever none comes for
+    `keepalive` seconds. `stop()` ends the source (from this thread) when the stream ends."""
+    events = queue.SimpleQueue()
+
+    def pump():  # reads the provider, so this thread can speak while the provider is silent
+        try:
+            for event in source:
+                events.put(event)
+        except Exception:
+            log.exception("stream source failed")
+        finally:
+            events.put(END)
+
+    threading.Thread(target=pump, name="stream-pump", daemon=True).start()
+    try:
+        while True:
+            try:
+                event = events.get(timeout=keepalive)
+            except queue.Empty:
+                yield b": keep-alive\n\n"
+                continue
+            if event is END:
+                return
+            yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+    finally:  # the end, or the client went away (GeneratorExit)
+        stop()
+
+
+def passthrough(generation, provider, store):
+    """A Responses API provider's events as they come, `provider` stamped where a Response
+    appears; its final Response is stored under the provider's own id."""
+    sequence = -1
+    try:
+        for event, _ in generation.events():
+            sequence = event.get("sequence_number", sequence + 1)
+            if isinstance(event.get("response"), dict):
+                event = {**event, "response": {**event["response"], "provider": provider}}
+            yield event
+        generation.reader.final()  # raises if the stream ended before its final event
+    except ProviderError as exc:
+        error = run_error(exc)
+        yield {"type": "error", "sequence_number": sequence + 1, "param": None, **error}
+        return
+    last = generation.reader.last
+    if isinstance(last.get("id"), str) and last["id"]:
+        _store(store, last["id"], provider, last)
+
+
+def translated(generation, provider, store):
+    """A Chat-only provider's chunks as Responses events; the final Response is stored."""
+    writer, response_id = EventWriter(), generation.response_id
+    yield from writer.start(_shaped({**generation.queued(), "status": "in_progress"},
+                                    response_id, provider))
+    final = None
+    try:
+        for response in generation:
+            if response["status"] == "in_progress":
+                yield from writer.update(response)
+            else:
+                final = _shaped(response, response_id, provider)
+    except ProviderError as exc:
+        failed = {**(generation.reader.response("failed")), "error": run_error(exc)}
+        _store(store, response_id, provider, failed)
+        yield writer.error(**run_error(exc))
+        return
+    if final is not None:  # None: the client went away and the generation was closed
+        yield from writer.finish(_store(store, response_id, provider, final))
+
+
+def following(runner, entry, provider, stopped):
+    """The progress of a background response the gateway runs, as the run goes on, until
+    it ends or `stopped` is set (the client left: the run goes on without it)."""
+    writer, response_id = EventWriter(), entry.body["id"]
+    yield from writer.start(entry.body)
+    yield writer.event("response.queued", response=entry.body)
+    last = entry.body
+    try:
+        for response in runner.follow(response_id, stopped):
+            status = last["status"]
+            last = _shaped(response, response_id, provider)
+            if last["status"] == "in_progress" and status != "in_progress":
+                yield writer.event("response.in_progress", response=last)
+            if last["status"] in ("queued", "in_progress"):
+                yield from writer.update(last)
+    except StoreError as exc:
+        log.warning("stream of %s: %s", response_id, exc)
+        yield writer.error("store_unavailable", "the response store could not be reached; "
+                                                "retrieve the response later")
+        return
+    if not stopped.is_set():
+        yield from writer.finish(last)
+
+
+def _shaped(response, response_id, provider):
+    """The contract's Response; a malformed one (from the provider) raises BadGateway."""
+    try:
+        return contract_response(response, response_id, provider)
+    except ValidationError as exc:
+        raise BadGateway(provider, malformed(provider, exc)) from exc
+
+
+def _store(store, response_id, provider, response):
+    """Store a streamed response's final state; a store that is down costs only the copy."""
+    try:
+        return store.record(response_id, provider,
+                            _shaped(response, response_id, provider)).body
+    except (StoreError, BadGateway) as exc:
+        log.warning("streamed response %s at %s was not stored: %s", response_id, provider, exc)
+        return response
