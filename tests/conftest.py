@@ -11,9 +11,10 @@ import redis
 import responses
 
 from app import create_app
+from fake_streaming import FakeStreamingProvider
 from fake_upstream import FakeProvider
 from gateway_process import free_port
-from support import ENV, GATEWAY_KEY
+from support import CHAT_ONLY, ENV, GATEWAY_KEY
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -103,6 +104,20 @@ def provider():
     """A fake OpenAI-like provider listening on 127.0.0.1."""
     with FakeProvider() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def streamer():
+    """A provider on 127.0.0.1 that streams slowly and records its client leaving."""
+    with FakeStreamingProvider() as fake:
+        yield fake
+
+
+@pytest.fixture
+def streaming_client(make_client, streamer):
+    """A test client whose groq and Chat-only providers all stream from `streamer`."""
+    return make_client(**{f"{name.upper()}_BASE_URL": streamer.base_url
+                          for name in ["groq", *CHAT_ONLY]})
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,9 @@ import time
 import pytest
 
 from background import LOST, Runner
-from fake_streaming import FakeStreamingProvider
 from providers.errors import RateLimited
 from store import open_store
-from support import CHAT_ONLY, GATEWAY_KEY, assert_envelope, auth
+from support import GATEWAY_KEY, assert_envelope, auth
 
 LEASE = 20.0
 
@@ -190,16 +189,9 @@ def test_a_provider_failure_mid_run_is_a_failed_response_with_its_error(runner, 
 
 # Through the app, against a provider that streams over real sockets.
 
-@pytest.fixture(scope="module")
-def streamer():
-    with FakeStreamingProvider() as server:
-        yield server
-
-
 @pytest.fixture
-def gateway(make_client, streamer):
-    return make_client(**{f"{name.upper()}_BASE_URL": streamer.base_url
-                          for name in ["groq", *CHAT_ONLY]})
+def gateway(streaming_client):
+    return streaming_client
 
 
 def create(gateway, provider, model, key):

@@ -12,16 +12,9 @@ import openai
 import pytest
 import requests
 
-from fake_streaming import FakeStreamingProvider
 from gateway_process import run_gateway
 
 GATEWAY_KEY = "gw-background-key-0001"
-
-
-@pytest.fixture(scope="module")
-def streamer():
-    with FakeStreamingProvider() as server:
-        yield server
 
 
 def env(streamer, **extra):

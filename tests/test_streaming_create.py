@@ -9,22 +9,15 @@ import openai
 import pytest
 import requests
 
-from fake_streaming import FakeStreamingProvider
 from gateway_process import run_gateway
 from support import GATEWAY_KEY, assert_envelope, auth, chat_url
 
 TEXT = " ".join(f"w{i}" for i in range(5))
 
 
-@pytest.fixture(scope="module")
-def streamer():
-    with FakeStreamingProvider() as server:
-        yield server
-
-
 @pytest.fixture
-def gateway(make_client, streamer):
-    return make_client(ANTHROPIC_BASE_URL=streamer.base_url, GROQ_BASE_URL=streamer.base_url)
+def gateway(streaming_client):
+    return streaming_client
 
 
 def events_of(text):
@@ -88,10 +81,10 @@ def test_an_upstream_that_breaks_mid_stream_ends_with_an_error_event(make_client
     assert sum(n == "response.output_text.delta" for n, _ in events) == 3  # what came first
 
 
-def test_a_refusal_before_the_first_byte_is_the_usual_envelope(gateway, upstream):
+def test_a_refusal_before_the_first_byte_is_the_usual_envelope(client, upstream):
     upstream.post(chat_url("zai"), status=429, json={"error": {"message": "slow down"}})
 
-    resp = gateway.post("/v1/responses", headers=auth(), json={
+    resp = client.post("/v1/responses", headers=auth(), json={
         "model": "zai/m", "input": "x", "stream": True})
 
     assert_envelope(resp, 429, "rate_limit_error")
