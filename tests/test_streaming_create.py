@@ -183,3 +183,11 @@ def test_a_background_stream_outlives_its_client(served, streamer):
         time.sleep(0.1)
     stream = streamer.streams_for("bg-leave")[0]
     assert stream.finished and not stream.client_left
+
+
+@pytest.mark.parametrize("model", ["groq/cut-3-5", "anthropic/fail-3-5"])
+def test_through_gunicorn_a_broken_upstream_ends_the_sdk_stream_with_an_error(served, model):
+    events = list(sdk(served).responses.create(model=model, input=f"sdk-{model}", stream=True))
+
+    assert events[-1].type == "error" and events[-1].code == "upstream_error"
+    assert sum(e.type == "response.output_text.delta" for e in events) == 3
