@@ -78,6 +78,8 @@ def key_digest(key):
 
 def _upstreams(env, read_timeout, pool_size):
     """Connect every provider whose settings are present."""
+    # What requests would look up in the environment on every call, read once here.
+    verify = _setting(env, "REQUESTS_CA_BUNDLE") or _setting(env, "CURL_CA_BUNDLE") or True
     upstreams = {}
     for name in PROVIDERS:
         prefix = name.upper()
@@ -91,8 +93,27 @@ def _upstreams(env, read_timeout, pool_size):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{prefix}_BASE_URL must be an http(s) URL")
-        upstreams[name] = connect(name, url, key or None, read_timeout, pool_size)
+        upstreams[name] = connect(name, url, key or None, read_timeout, pool_size,
+                                  proxies=proxies_for(env, url), verify=verify)
     return upstreams
+
+
+def proxies_for(env, url):
+    """The proxy for calls to `url`, as requests would choose it from HTTP_PROXY,
+    HTTPS_PROXY, ALL_PROXY and NO_PROXY (either case); {} for none."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    for entry in _setting(env, "NO_PROXY").split(","):
+        entry = entry.strip().lower().lstrip(".").split(":")[0]
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return {}
+    proxy = _setting(env, f"{parts.scheme}_PROXY") or _setting(env, "ALL_PROXY")
+    return {parts.scheme: proxy} if proxy else {}
+
+
+def _setting(env, name):
+    """A variable that tools spell in either case (the lower-case one wins, as in curl)."""
+    return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
 
 
 def _store(env):

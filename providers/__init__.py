@@ -90,13 +90,18 @@ def key_auth(name, api_key):
     return HeaderAuth("Authorization", f"Bearer {api_key}")
 
 
-def connect(name, base_url, api_key, read_timeout, pool_size):
-    """Build the Upstream for one configured provider (no network traffic yet)."""
+def connect(name, base_url, api_key, read_timeout, pool_size, proxies=None, verify=True):
+    """Build the Upstream for one configured provider (no network traffic yet).
+
+    `proxies` ({"https": url}) and `verify` (True, or a CA bundle's path) come from
+    the environment, read once by config.py.
+    """
+    auth, network = key_auth(name, api_key), {"proxies": proxies, "verify": verify}
     return Upstream(
         name=name,
         base_url=base_url.rstrip("/"),
         read_timeout=read_timeout,
-        session=new_session(key_auth(name, api_key), pool_size, RETRY),
-        create_session=new_session(key_auth(name, api_key), pool_size, RETRY_CREATE),
+        session=new_session(auth, pool_size, RETRY, **network),
+        create_session=new_session(auth, pool_size, RETRY_CREATE, **network),
         secret=api_key,
     )

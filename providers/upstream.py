@@ -53,6 +53,17 @@ class Upstream:
     secret: str | None = field(default=None, repr=False)  # only to scrub it from messages
 
 
+class NoCookies(requests.cookies.RequestsCookieJar):
+    """A jar that keeps nothing: a cookie one provider answer sets must never ride along
+    on the next call, which may be another client's. It also spares requests the work."""
+
+    def extract_cookies(self, response, request):
+        pass
+
+    def set_cookie(self, cookie, *args, **kwargs):
+        pass
+
+
 class HeaderAuth(AuthBase):
     """Send the provider key in one header. Being the Session's auth also spares
     requests a look for ~/.netrc credentials on every call."""
@@ -65,12 +76,21 @@ class HeaderAuth(AuthBase):
         return request
 
 
-def new_session(auth, pool_size, retry):
-    """Build a Session with a retry policy and a pool sized for gunicorn's threads."""
+def new_session(auth, pool_size, retry, proxies=None, verify=True):
+    """Build a Session with a retry policy and a pool sized for gunicorn's threads.
+
+    It reads nothing from the environment per call (trust_env off: no proxy, netrc or
+    CA-bundle look-ups on every request): config.py reads proxies and the CA bundle
+    once, at start, and passes them here.
+    """
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
     session = requests.Session()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    session.trust_env = False
+    session.proxies = dict(proxies or {})
+    session.verify = verify
+    session.cookies = NoCookies()
     session.auth = auth
     return session
 

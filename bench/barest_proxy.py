@@ -1,0 +1,26 @@
+"""A yardstick for the benchmark, never part of the service: the barest Flask proxy of a
+cancel. One pooled requests.Session, a bearer-key string compare, the provider's body
+returned as it is. No store, no schemas, no metrics, no access log, no retries, no id
+checks, no error envelope. bench/run.py serves it with the gateway's gunicorn settings.
+"""
+
+import os
+
+import requests
+from flask import Flask, Response, request
+
+UPSTREAM = os.environ["OPENAI_BASE_URL"]
+EXPECTED = f"Bearer {os.environ['GATEWAY_API_KEYS']}"
+
+session = requests.Session()
+session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
+app = Flask(__name__)
+
+
+@app.post("/v1/responses/<response_id>/cancel")
+def cancel(response_id):
+    if request.headers.get("Authorization") != EXPECTED:
+        return {"error": {"type": "authentication_error", "message": "bad key"}}, 401
+    upstream = session.post(f"{UPSTREAM}/responses/{response_id}/cancel", timeout=(5, 20),
+                            headers={"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"})
+    return Response(upstream.content, upstream.status_code, content_type="application/json")

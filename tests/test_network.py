@@ -1,0 +1,113 @@
+"""How provider calls reach the network: proxies and the CA bundle read from the
+environment once, at start; no cookie carried from one call to the next."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from config import proxies_for
+from support import PROVIDER_KEYS, auth, cancel_url, upstream_response
+
+
+class ForwardProxy(ThreadingHTTPServer):
+    """An HTTP proxy on 127.0.0.1 that records what it is asked for and answers itself."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.seen = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        body = json.dumps(upstream_response("r")).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def proxy():
+    server = ForwardProxy()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_calls_go_through_the_proxy_the_environment_names(make_client, proxy, variable):
+    client = make_client(OPENAI_BASE_URL="http://openai.internal/v1", **{variable: proxy.url})
+
+    resp = client.post("/v1/responses/r/cancel?provider=openai", headers=auth())
+
+    assert resp.status_code == 200
+    assert proxy.seen == [("POST", "http://openai.internal/v1/responses/r/cancel",
+                           f"Bearer {PROVIDER_KEYS['openai']}")]
+
+
+def test_the_process_environment_is_not_read_on_each_call(make_client, provider, proxy,
+                                                          monkeypatch):
+    client = make_client(OPENAI_BASE_URL=provider.base_url)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)  # set after start: must change nothing
+
+    assert client.post("/v1/responses/r/cancel?provider=openai", headers=auth()).status_code == 200
+    assert proxy.seen == []
+
+
+@pytest.mark.parametrize("no_proxy,proxied", [
+    ("", True), ("api.openai.com", False), (".openai.com", False), ("openai.com", False),
+    ("*", False), ("other.com, api.openai.com:443", False), ("penai.com", True),
+])
+def test_no_proxy_is_matched_as_requests_would(no_proxy, proxied):
+    env = {"HTTPS_PROXY": "http://proxy.corp:3128", "NO_PROXY": no_proxy}
+
+    found = proxies_for(env, "https://api.openai.com/v1")
+
+    assert found == ({"https": "http://proxy.corp:3128"} if proxied else {})
+
+
+def test_the_proxy_follows_the_scheme_and_lower_case_wins():
+    env = {"HTTP_PROXY": "http://upper:1", "http_proxy": "http://lower:1",
+           "HTTPS_PROXY": "http://secure:1"}
+
+    assert proxies_for(env, "http://vllm.internal:8000/v1") == {"http": "http://lower:1"}
+    assert proxies_for(env, "https://api.x.ai/v1") == {"https": "http://secure:1"}
+    assert proxies_for({}, "https://api.x.ai/v1") == {}
+
+
+def test_a_ca_bundle_from_the_environment_is_used_for_every_provider(make_client):
+    client = make_client(REQUESTS_CA_BUNDLE="/etc/ssl/corp-ca.pem")
+
+    upstreams = client.application.extensions["gateway"].upstreams.values()
+
+    for upstream in upstreams:
+        for session in (upstream.session, upstream.create_session):
+            assert session.verify == "/etc/ssl/corp-ca.pem" and session.trust_env is False
+
+
+def test_a_cookie_a_provider_sets_never_rides_on_the_next_call(cancel, upstream):
+    upstream.post(cancel_url("openai", "a"), json=upstream_response("a"),
+                  headers={"Set-Cookie": "session=client-a-secret; Path=/"})
+    upstream.post(cancel_url("openai", "b"), json=upstream_response("b"))
+
+    assert cancel("a", provider="openai").status_code == 200
+    assert cancel("b", provider="openai").status_code == 200
+
+    assert "Cookie" not in upstream.calls[1].request.headers
