@@ -19,6 +19,7 @@ from pathlib import Path
 from store import Entry, StoreError, rank
 
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
+NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
 PURGE_EVERY = 3600.0  # seconds between deletions of expired rows, per process
 
 SCHEMA = """
@@ -59,6 +60,7 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE responses.expires_at <= :now
    OR (responses.status IS excluded.status AND NOT (:run AND excluded.rank = 2))
    OR (responses.rank < 2 AND excluded.rank >= responses.rank)
+RETURNING provider, status, body, created_at, updated_at, heartbeat_at
 """
 SELECT = """
 SELECT provider, status, body, created_at, updated_at, heartbeat_at FROM responses
@@ -84,6 +86,9 @@ class SQLiteStore:
         self._write_lock = threading.Lock()  # one writer per process at a time
         self._lock_fd, self._lock_pid = None, None
         self._next_purge = 0.0
+        if sqlite3.sqlite_version_info < NEEDS:
+            raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, NEEDS))} or "
+                             f"newer; this Python has {sqlite3.sqlite_version}")
         try:
             with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT)) as db:
                 db.execute("PRAGMA journal_mode=WAL")  # stays set in the file
@@ -163,15 +168,11 @@ class SQLiteStore:
         }
         db = self._db()
         try:
-            # BEGIN IMMEDIATE takes the write lock first, so the SELECT sees our own write.
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(RECORD, params)
-                row = db.execute(SELECT, (response_id, now)).fetchone()
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            # One statement, in autocommit: atomic by itself, and RETURNING gives the row
+            # as written. A refused write returns no row; the row as stored is read then,
+            # still inside _writing(), so no other writer of ours can come between.
+            rows = db.execute(RECORD, params).fetchall()
+            row = rows[0] if rows else db.execute(SELECT, (response_id, now)).fetchone()
             if now >= self._next_purge:
                 self._next_purge = now + PURGE_EVERY
                 db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))

@@ -208,3 +208,13 @@ def test_a_sqlite_path_is_relative_to_the_working_directory(tmp_path, monkeypatc
 
     assert (tmp_path / "here.sqlite3").exists()
     assert str(tmp_path / "here.sqlite3") in str(store)
+
+
+def test_a_sqlite_too_old_for_the_store_is_refused_with_the_version_it_needs(tmp_path,
+                                                                             monkeypatch):
+    import sqlite3
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+
+    with pytest.raises(StoreError, match="needs SQLite 3.35"):
+        open_store(f"sqlite:///{tmp_path}/old.sqlite3", ttl=60)
