@@ -15,11 +15,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 # Each request spends nearly all its time waiting on a provider, so each worker
 # runs many threads. A kept-alive client connection stays with the worker that
 # accepted it, and connections split unevenly between workers, so each worker
-# gets enough threads to serve every connection a busy client may hold: with
-# 16, the fuller worker queued requests, and p99 at 32 connections to a 50 ms
-# provider was 114 ms instead of 65 (docs/benchmarks.md). The app sizes its
-# upstream connection pools from the same variable (config.py), so every
-# thread has a kept-alive connection to the provider to reuse.
+# gets enough threads to serve every connection a busy client may hold: at 32
+# connections to a 50 ms provider, 8, 16 and 32 threads served 277, 294 and
+# 495 req/s (docs/benchmarks.md). A streaming create holds a thread for its
+# whole length. The app sizes its upstream connection pools from the same
+# variable (config.py), so every thread has a kept-alive connection to reuse.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS") or 32)
 
