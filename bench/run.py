@@ -433,7 +433,7 @@ def main():
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
-            raise SystemExit(f"{tool} is not installed: see bench/README.md")
+            raise SystemExit(f"{tool} is not installed: bench/run installs it")
     # The Procfile's gateway, and the same with the earlier 16 threads per worker,
     # which showed gthread's uneven split of kept-alive connections (gunicorn.conf.py).
     args.gateway_configs = [("gateway", ""), ("gateway, 16 threads", "GUNICORN_THREADS=16")]
