@@ -100,7 +100,7 @@ class Runner:
         self._lock = threading.Lock()
         self._jobs = {}  # response_id -> Job, queued or running here
         self._queue = queue.Queue()
-        self._started = self._idle = 0
+        self._pool_started = False
         self._next_heartbeat = 0.0
         self._pid = os.getpid()
         if self.watch_every:
@@ -117,9 +117,10 @@ class Runner:
         job = Job(provider, generation)
         with self._lock:
             self._jobs[job.response_id] = job
-            if self._idle == 0 and self._started < self.threads:
-                self._started += 1
-                threading.Thread(target=self._work, name="background-run").start()
+            if not self._pool_started:  # the whole pool at once: any free thread takes a job
+                self._pool_started = True
+                for _ in range(self.threads):
+                    threading.Thread(target=self._work, name="background-run").start()
         self._queue.put(job)
         return entry
 
@@ -202,16 +203,11 @@ class Runner:
         """A pool thread: run jobs until the process stops."""
         while True:
             try:
-                with self._lock:
-                    self._idle += 1
                 job = self._queue.get(timeout=IDLE_WAIT)
             except queue.Empty:
                 if not threading.main_thread().is_alive():
                     return  # the process is stopping and nothing waits
                 continue
-            finally:
-                with self._lock:
-                    self._idle -= 1
             try:
                 if _stopping():
                     self._never_start(job)

@@ -311,3 +311,21 @@ def test_a_stopping_process_fails_its_queued_runs_and_starts_none(store, clock):
     stopped = store.get("resp_q")
     assert (stopped.status, stopped.body["error"]["code"]) == ("failed", "run_lost")
     assert not runner.running() and not gen.started.is_set()
+
+
+def test_runs_submitted_together_run_together_up_to_the_pool_size(store, clock):
+    """With a thread already idle, two runs submitted back to back both start, though
+    the first never ends by itself."""
+    runner = Runner(store, threads=2, lease=LEASE, clock=clock, watch_every=None)
+    warm = FakeGeneration("resp_t0")
+    warm.released.set()
+    runner.submit("groq", warm)
+    wait_until(lambda: not runner.running())  # its thread now waits, idle
+    first, second = FakeGeneration("resp_t1"), FakeGeneration("resp_t2")
+
+    runner.submit("groq", first)
+    runner.submit("groq", second)
+
+    assert first.started.wait(2) and second.started.wait(2)
+    first.released.set()
+    second.released.set()
