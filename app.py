@@ -38,7 +38,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what we will echo and log 
 # How a 501 names each operation a provider lacks.
 LACKS = {
     "retrieve": "cannot retrieve a response natively",
-    "cancel": "has no native cancel for responses",
+    "cancel": "has no native cancel for responses, and the gateway cancels only the "
+              "background responses it runs itself",
 }
 
 OPENAPI = build_spec()
