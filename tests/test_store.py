@@ -218,3 +218,36 @@ def test_a_sqlite_too_old_for_the_store_is_refused_with_the_version_it_needs(tmp
 
     with pytest.raises(StoreError, match="needs SQLite 3.35"):
         open_store(f"sqlite:///{tmp_path}/old.sqlite3", ttl=60)
+
+
+def test_threads_writing_at_once_each_get_their_own_row_and_no_cancel_is_undone(store):
+    """32 threads of one process write together (on SQLite, grouped into shared
+    transactions): every write answers its own id, and once a write has answered
+    'cancelled' for the shared id, no later answer is anything else."""
+    import threading
+
+    shared = new_id()
+    store.record(shared, "openai", response(shared, "queued"))
+    answers, problems = {}, []
+
+    def writer(n):
+        seen = []
+        for i in range(40):
+            own = f"{shared}-{n}-{i}"
+            if store.record(own, "groq", response(own, "in_progress")).body["id"] != own:
+                problems.append(own)
+            status = "cancelled" if (n, i) == (7, 20) else "in_progress"
+            seen.append(store.record(shared, "openai", response(shared, status)).status)
+        answers[n] = seen
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert problems == [] and len(answers) == 32
+    assert store.get(shared).status == "cancelled"
+    for seen in answers.values():
+        if "cancelled" in seen:
+            assert set(seen[seen.index("cancelled"):]) == {"cancelled"}
