@@ -3,8 +3,8 @@
 A request reads top to bottom: `authenticate` (every /v1 route), the view
 (`create_response`, `retrieve_response`, `cancel_response`), then the steps it
 names: `lookup` (which provider the store says holds an id), `candidates`
-(which providers to ask), `first_success` (ask them in order), `shape` (the
-contract's Response) and `remember` (tell the store). A background response at
+(which providers to ask), `first_success` (ask them in order), `contract_response`
+(the contract's Response, from schemas.py) and `remember` (tell the store). A background response at
 a provider without native cancel is run by the gateway itself: the views hand
 it to the runner (background.py) and read it from the store. Whatever fails on
 the way, envelope.py turns into the OpenAI error envelope. A create with
@@ -20,7 +20,6 @@ import unicodedata
 import uuid
 
 from flask import Blueprint, Flask, Response, current_app, g, request
-from marshmallow import ValidationError
 
 import metrics
 import streams
@@ -30,7 +29,7 @@ from openapi import build_spec
 from providers import PROVIDERS
 from providers.errors import BadGateway, NotFound, ProviderError
 from providers.upstream import strict_json
-from schemas import contract_response, malformed, provider_list_schema
+from schemas import contract_response, provider_list_schema
 from store import StoreError
 
 MAX_ID_LENGTH = 256
@@ -164,7 +163,7 @@ def create_response():
     response_id = created.get("id")
     if not isinstance(response_id, str) or not response_id:
         raise BadGateway(upstream.name, f"{upstream.name} created a response but sent no id")
-    return remember(settings.store, upstream.name, shape(upstream.name, created, response_id))
+    return remember(settings.store, upstream.name, contract_response(created, response_id, upstream.name))
 
 
 @bp.get("/responses/<string(minlength=0):response_id>")
@@ -181,7 +180,7 @@ def retrieve_response(response_id):
             return stored.body  # its provider keeps nothing to refresh it from
     upstreams = candidates(settings, "retrieve", hint, stored)
     provider, body = first_success(upstreams, "retrieve", response_id)
-    return remember(settings.store, provider, shape(provider, body, response_id))
+    return remember(settings.store, provider, contract_response(body, response_id, provider))
 
 
 @bp.post("/responses/<string(minlength=0):response_id>/cancel")
@@ -198,7 +197,7 @@ def cancel_response(response_id):
             return stored.body  # as OpenAI answers a repeat cancel, without asking again
     upstreams = candidates(settings, "cancel", hint, stored)
     provider, body = first_success(upstreams, "cancel", response_id)
-    return remember(settings.store, provider, shape(provider, body, response_id))
+    return remember(settings.store, provider, contract_response(body, response_id, provider))
 
 
 def stream_create(settings, upstream, body, gateway_run):
@@ -336,14 +335,6 @@ def call(upstream, operation, argument):
     g.provider = upstream.name
     with metrics.upstream_call(upstream.name):
         return getattr(PROVIDERS[upstream.name], operation)(upstream, argument)
-
-
-def shape(provider, body, response_id):
-    """Reshape the provider's Response into the contract's, stamped with id and provider."""
-    try:
-        return contract_response(body, response_id, provider)
-    except ValidationError as exc:
-        raise BadGateway(provider, malformed(provider, exc)) from exc
 
 
 def lookup(store, response_id):

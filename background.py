@@ -33,11 +33,11 @@ import queue
 import threading
 import time
 
-from marshmallow import ValidationError
-
 import metrics
-from providers.errors import GatewayTimeout, NotFound, ProviderError, RateLimited, Rejected
-from schemas import contract_response, malformed
+from providers.errors import (
+    BadGateway, GatewayTimeout, NotFound, ProviderError, RateLimited, Rejected,
+)
+from schemas import contract_response
 from store import FINAL, StoreError
 
 log = logging.getLogger("gateway.background")
@@ -286,9 +286,9 @@ class Runner:
         """Store a run's Response in the contract's shape (strict: a final status stands)."""
         try:
             response = contract_response(body, response_id, provider)
-        except ValidationError as exc:  # the provider's stream held a malformed Response
-            error = {"code": "upstream_error", "message": malformed(provider, exc)}
-            response = contract_response(failed({"output": []}, error), response_id, provider)
+        except BadGateway as exc:  # the provider's stream held a malformed Response
+            response = contract_response(failed({"output": []}, run_error(exc)), response_id,
+                                         provider)
         return self.store.record(response_id, provider, response, run=True)
 
 

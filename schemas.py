@@ -9,7 +9,9 @@ Response schemas load an upstream body (dropping what the contract does not
 name, and nulls) and dump it back, so a client only ever sees the contract.
 """
 
-from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+
+from providers.errors import BadGateway
 
 ERROR_TYPES = (
     "provider_error",
@@ -164,20 +166,19 @@ provider_list_schema = ProviderListSchema()
 
 
 def contract_response(body, response_id, provider):
-    """`body` as the contract's Response, stamped with id and provider; ValidationError if
-    it is malformed.
+    """A provider's Response as the contract's, stamped with id and provider; BadGateway
+    (the provider's fault) if it is malformed.
 
     Loading is all it takes: it keeps only the contract's fields, each checked and of
     the type the contract gives, so dumping the result again would change nothing
-    (test_response_body.py checks that it does not).
+    (test_properties.py checks that it does not).
     """
-    response = response_schema.load(body)
+    try:
+        response = response_schema.load(body)
+    except ValidationError as exc:
+        fields = ", ".join(sorted(exc.messages)) if isinstance(exc.messages, dict) else "body"
+        raise BadGateway(
+            provider, f"{provider} answered with a malformed Response ({fields})"
+        ) from exc
     response.update(id=response_id, object="response", provider=provider)
     return response
-
-
-
-def malformed(provider, exc):
-    """Say which fields of a provider's Response failed to load."""
-    fields = ", ".join(sorted(exc.messages)) if isinstance(exc.messages, dict) else "body"
-    return f"{provider} answered with a malformed Response ({fields})"

@@ -23,12 +23,10 @@ import logging
 import queue
 import threading
 
-from marshmallow import ValidationError
-
 from background import run_error
 from providers.errors import BadGateway, ProviderError
 from providers.events import EventWriter
-from schemas import contract_response, malformed
+from schemas import contract_response
 from store import StoreError
 
 log = logging.getLogger("gateway.streams")
@@ -89,7 +87,7 @@ def passthrough(generation, provider, store):
 def translated(generation, provider, store):
     """A Chat-only provider's chunks as Responses events; the final Response is stored."""
     writer, response_id = EventWriter(), generation.response_id
-    yield from writer.start(_shaped({**generation.queued(), "status": "in_progress"},
+    yield from writer.start(contract_response({**generation.queued(), "status": "in_progress"},
                                     response_id, provider))
     final = None
     try:
@@ -97,7 +95,7 @@ def translated(generation, provider, store):
             if response["status"] == "in_progress":
                 yield from writer.update(response)
             else:
-                final = _shaped(response, response_id, provider)
+                final = contract_response(response, response_id, provider)
     except ProviderError as exc:
         failed = {**(generation.reader.response("failed")), "error": run_error(exc)}
         _store(store, response_id, provider, failed)
@@ -117,7 +115,7 @@ def following(runner, entry, provider, stopped):
     try:
         for response in runner.follow(response_id, stopped):
             status = last["status"]
-            last = _shaped(response, response_id, provider)
+            last = contract_response(response, response_id, provider)
             if last["status"] == "in_progress" and status != "in_progress":
                 yield writer.event("response.in_progress", response=last)
             if last["status"] in ("queued", "in_progress"):
@@ -131,19 +129,11 @@ def following(runner, entry, provider, stopped):
         yield from writer.finish(last)
 
 
-def _shaped(response, response_id, provider):
-    """The contract's Response; a malformed one (from the provider) raises BadGateway."""
-    try:
-        return contract_response(response, response_id, provider)
-    except ValidationError as exc:
-        raise BadGateway(provider, malformed(provider, exc)) from exc
-
-
 def _store(store, response_id, provider, response):
     """Store a streamed response's final state; a store that is down costs only the copy."""
     try:
         return store.record(response_id, provider,
-                            _shaped(response, response_id, provider)).body
+                            contract_response(response, response_id, provider)).body
     except (StoreError, BadGateway) as exc:
         log.warning("streamed response %s at %s was not stored: %s", response_id, provider, exc)
         return response
