@@ -226,13 +226,13 @@ def error_fields(upstream, payload):
         return None, None, None
     message, param, code = (error.get(k) for k in ("message", "param", "code"))
     return (
-        scrub(upstream, message) if isinstance(message, str) and message else None,
-        scrub(upstream, param) if isinstance(param, str) else None,
-        scrub(upstream, str(code)) if isinstance(code, (str, int)) else None,
+        _scrub(upstream, message) if isinstance(message, str) and message else None,
+        _scrub(upstream, param) if isinstance(param, str) else None,
+        _scrub(upstream, str(code)) if isinstance(code, (str, int)) else None,
     )
 
 
-def scrub(upstream, text):
+def _scrub(upstream, text):
     """Cut an upstream string to size and blank out the provider key if it echoes it."""
     text = text[:MAX_MESSAGE_CHARS]
     return text.replace(upstream.secret, "[redacted]") if upstream.secret else text

@@ -16,7 +16,8 @@ record() is a compare-and-set done by the backend in one atomic step, so two
 workers racing cannot interleave. It writes unless that would make the status
 regress (`may_replace`); either way it returns what is stored. Entries expire
 `ttl` seconds after they were first stored. Every method raises StoreError when
-the backend cannot be reached; the gateway then carries on without it.
+the backend cannot be reached; the gateway then carries on without it, except
+for the responses it runs itself, which live only here (a 502 then).
 
 Responses the gateway runs itself (background.py) are written with run=True:
 that stamps the entry's heartbeat (which marks it as run by the gateway), and
