@@ -129,11 +129,27 @@ def open_stream(upstream, path, body):
 
 def abort(resp):
     """Shut a streamed response's connection, from any thread: a read blocked on it
-    returns at once, and the provider sees its client go away (and stops generating)."""
-    connection = getattr(resp.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
+    returns at once, and the provider sees its client go away (and stops generating).
+
+    However the provider frames the stream (chunked, by length, or ended by closing
+    the connection), over TLS or through a proxy. A shut connection is never reused:
+    the read under way fails or ends, and urllib3 closes what it cannot finish.
+    """
+    raw = resp.raw
+    # The socket the body is read from. Not always raw.connection.sock: for a response
+    # that ends by closing, http.client hands the socket over to the response and the
+    # connection forgets it. urllib3 keeps that socket's shutdown from before the
+    # hand-over. (Its public raw.shutdown() shuts reading only, through SSLSocket's
+    # shutdown, which unwraps TLS under the reader: socket.socket's is called instead.)
+    connection = raw.connection
+    if connection is None:
+        return  # finished and back in the pool, where another call may hold it now
+    shutdown = getattr(raw, "_sock_shutdown", None)
+    sock = getattr(shutdown, "__self__", None) or connection.sock
+    while sock is not None and not isinstance(sock, socket.socket):
+        sock = getattr(sock, "socket", None)  # TLS inside an HTTPS proxy's TLS: the outer one
     if sock is not None:
-        try:  # socket.socket's own shutdown: an SSLSocket's would unwrap it under the reader
+        try:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except OSError:
             pass  # already closed

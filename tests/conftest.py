@@ -15,6 +15,7 @@ from fake_streaming import FakeStreamingProvider
 from fake_upstream import FakeProvider
 from gateway_process import free_port
 from support import CHAT_ONLY, ENV, GATEWAY_KEY
+from transports import Routes
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -111,6 +112,14 @@ def streamer():
     """A provider on 127.0.0.1 that streams slowly and records its client leaving."""
     with FakeStreamingProvider() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def routes(tmp_path_factory):
+    """Fake providers behind every framing and transport a stream may take (transports.py)."""
+    found = Routes(tmp_path_factory.mktemp("routes"))
+    yield found
+    found.stop()
 
 
 @pytest.fixture

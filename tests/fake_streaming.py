@@ -12,13 +12,25 @@ Responses API events. The model name says what to do:
     tool-<n>-<ms>    a tool call whose arguments arrive in n pieces
 
 Each stream is recorded under its input (a string), so a test can name its own.
+
+`framing` says how a stream's body is delimited, as real servers differ:
+
+    chunked   Transfer-Encoding: chunked on a kept-alive connection (the default)
+    close     no length at all: the body ends when the server closes the connection
+              (Connection: close, as HTTP/1.0-style servers and some proxies answer)
+    length    a Content-Length computed up front, on a kept-alive connection
+
+`tls` (an ssl.SSLContext for the server side) serves it over HTTPS.
 """
 
 import json
+import ssl
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FRAMINGS = ("chunked", "close", "length")
 
 
 class Stream:
@@ -30,6 +42,7 @@ class Stream:
         self.sent = 0  # deltas written
         self.finished = False  # the whole stream was written
         self.gone_at = None  # when a write found the client gone
+        self.peer = None  # (host, port) of the connection it came on: the same port, reused
 
     @property
     def client_left(self):
@@ -41,18 +54,32 @@ class FakeStreamingProvider(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         """Stay quiet when a client hangs up (the tests do so on purpose); print the rest."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
-    def __init__(self):
+    def __init__(self, framing="chunked", tls=None):
+        assert framing in FRAMINGS, framing
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.framing, self.tls = framing, tls
         self.streams = []
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
+    def get_request(self):
+        """Accept a connection; over TLS, its handshake happens on the handler's thread."""
+        sock, address = super().get_request()
+        if self.tls:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def url(self, host="127.0.0.1"):
+        """The base URL, with `host` for the name a client uses (a proxy may need another)."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.server_address[1]}/v1"
+
     @property
     def base_url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        return self.url()
 
     def streams_for(self, key):
         with self.lock:
@@ -98,10 +125,19 @@ class _Handler(BaseHTTPRequestHandler):
         stream = Stream(self.path, key, body)
         with self.server.lock:
             self.server.streams.append(stream)
+        stream.peer = self.client_address
         events = chat_events if self.path == "/v1/chat/completions" else responses_events
+        framing = self.server.framing
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
+        if framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        elif framing == "close":
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:  # the length of every event it will send, counted before the first
+            length = sum(len(e) for e, _ in events(kind, n) if e is not None)
+            self.send_header("Content-Length", str(length))
         self.end_headers()
         try:
             for event, is_delta in events(kind, n):
@@ -110,16 +146,25 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if is_delta:
                     time.sleep(pause)
-                self._chunk(event)
+                self._write(event)
                 stream.sent += is_delta
-            self._chunk(b"")
+            if framing == "chunked":
+                self._write(b"")
             stream.finished = True
-        except (BrokenPipeError, ConnectionResetError):
+        except (ConnectionError, ssl.SSLError):
             stream.gone_at = time.monotonic()
             self.close_connection = True
 
-    def _chunk(self, data):
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
+
+    def _write(self, data):
+        """Write part of the body, framed as the server frames it."""
+        if self.server.framing == "chunked":
+            data = f"{len(data):x}\r\n".encode() + data + b"\r\n"
+        self.wfile.write(data)
         self.wfile.flush()
 
     def _completion(self, body, n):

@@ -6,10 +6,12 @@ import time
 
 import pytest
 
+from config import proxies_for
 from fake_streaming import FakeStreamingProvider
 from providers import PROVIDERS, connect
 from providers.errors import BadGateway, RateLimited, Rejected
 from providers.streaming import ChatReader, ResponsesReader, sse_data
+from transports import ROUTES
 
 KEY = "sk-stream-secret-0001"
 
@@ -37,6 +39,13 @@ def fake():
 
 def upstream_at(url, name="anthropic", read_timeout=5):
     return connect(name, url, KEY, read_timeout, 4)
+
+
+def upstream_on(routes, route, name="anthropic"):
+    """A provider reached over `route`: its framing, TLS, proxy or tunnel."""
+    url = routes.base_url(route)
+    return connect(name, url, KEY, 5, 4, proxies=proxies_for(routes.env(), url),
+                   verify=str(routes.ca_bundle))
 
 
 def test_sse_events_cut_anywhere_with_crlf_comments_and_multiline_data():
@@ -181,6 +190,56 @@ def test_close_from_another_thread_stops_the_upstream_stream(fake, provider):
     assert seen and all(r["status"] == "in_progress" for r in seen)  # no final: it was stopped
     stream = fake.wait_for(key, lambda s: s.client_left, seconds=2)
     assert stream.gone_at - closed_at < 1 and not stream.finished
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("provider", ["anthropic", "groq"])
+def test_close_stops_the_upstream_whatever_the_framing_and_transport(routes, provider, route):
+    """The stream ends by a chunk, by its length or by the connection closing, over HTTP,
+    TLS, a proxy or a tunnel: closing it from another thread reaches the provider."""
+    key = f"close-{provider}-{route}"
+    generation = PROVIDERS[provider].stream(upstream_on(routes, route, provider),
+                                            {"model": "words-500-20", "input": key})
+    reading = threading.Thread(target=lambda: list(generation))
+    reading.start()
+    fake = routes.fake(route)
+    fake.wait_for(key, lambda s: s.sent >= 3)
+
+    closed_at = time.monotonic()
+    generation.close()
+    reading.join(timeout=2)
+
+    assert not reading.is_alive()
+    stream = fake.wait_for(key, lambda s: s.client_left, seconds=2)
+    assert stream.gone_at - closed_at < 1 and not stream.finished
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_stopped_connection_is_never_reused_and_a_finished_one_is_where_it_can_be(routes,
+                                                                                  route):
+    upstream, fake = upstream_on(routes, route), routes.fake(route)
+
+    def run(key, model, stop_after=None):
+        generation = PROVIDERS["anthropic"].stream(upstream, {"model": model, "input": key})
+        if stop_after is None:
+            assert list(generation)[-1]["status"] == "completed"
+        else:
+            for seen, _ in enumerate(generation):
+                if seen == stop_after:
+                    generation.close()
+        return fake.streams_for(key)[-1]
+
+    first = run(f"reuse-a-{route}", "words-3-0")
+    second = run(f"reuse-b-{route}", "words-3-0")
+    stopped = run(f"reuse-c-{route}", "words-500-5", stop_after=3)
+    after = run(f"reuse-d-{route}", "words-3-0")
+
+    # A stream that ended by itself leaves its connection for the next call, unless the
+    # provider ends streams by closing it (or a plain proxy answers Connection: close).
+    reusable = not route.startswith("close") and not route.endswith("-proxy")
+    assert (second.peer == first.peer) == reusable
+    assert after.peer != stopped.peer  # the stopped one was never handed out again
+    assert fake.wait_for(f"reuse-c-{route}", lambda s: s.client_left, seconds=2)
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "groq"])
