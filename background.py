@@ -4,9 +4,12 @@ The create view hands a Generation (providers/streaming.py) to Runner.submit(),
 which stores its Response as queued (a write with run=True, which marks it as
 the gateway's run). From there, in this process, and never on a request thread:
 
-- A pool of at most BACKGROUND_THREADS threads runs the jobs; the rest wait,
-  queued. A job first writes in_progress; if a cancel got there first, it never
-  starts. It then iterates the generation, noting the output so far.
+- At most BACKGROUND_THREADS threads run the jobs; the rest wait, queued. A
+  thread starts when a job comes and none is free, and ends when no job waits,
+  so an idle worker holds none (under gevent's worker a thread is a greenlet,
+  and thousands run at once). A job first writes in_progress; if a cancel got
+  there first, it never starts. It then iterates the generation, noting the
+  output so far.
 - One watch thread, every WATCH_EVERY seconds, reads the status of every job
   here in one store call and stops those whose status turned final elsewhere (a
   cancel through any worker or host): stopping shuts the upstream connection,
@@ -27,9 +30,9 @@ gunicorn.conf.py's hook calls stop_starting() as the signal arrives, and from
 then on no queued job starts: the watch fails them at once.
 """
 
+import collections
 import logging
 import os
-import queue
 import threading
 import time
 
@@ -44,7 +47,6 @@ log = logging.getLogger("gateway.background")
 
 WATCH_EVERY = 0.2  # seconds; a cancel anywhere stops the generation within this and a read
 PROGRESS_EVERY = 0.5  # seconds between writes of a job's output so far
-IDLE_WAIT = 1.0  # seconds an idle pool thread waits before it looks whether to exit
 FOLLOW_EVERY = 0.05  # seconds between looks at a run's output, for a client streaming it
 LOST = "its run was lost: the gateway process running it stopped (restarted or killed)"
 NOT_STARTED = "its run never started: the gateway process holding it was stopping"
@@ -99,8 +101,8 @@ class Runner:
     def _set_up(self):
         self._lock = threading.Lock()
         self._jobs = {}  # response_id -> Job, queued or running here
-        self._queue = queue.Queue()
-        self._pool_started = False
+        self._queue = collections.deque()  # jobs no thread has taken yet
+        self._workers = 0  # threads running jobs here
         self._next_heartbeat = 0.0
         self._pid = os.getpid()
         if self.watch_every:
@@ -115,13 +117,12 @@ class Runner:
         self._here()
         entry = self._record(generation.response_id, provider, generation.queued())
         job = Job(provider, generation)
-        with self._lock:
+        with self._lock:  # with _work's look for a next job: no job is left with no thread
             self._jobs[job.response_id] = job
-            if not self._pool_started:  # the whole pool at once: any free thread takes a job
-                self._pool_started = True
-                for _ in range(self.threads):
-                    threading.Thread(target=self._work, name="background-run").start()
-        self._queue.put(job)
+            self._queue.append(job)
+            if self._workers < self.threads:
+                self._workers += 1
+                threading.Thread(target=self._work, name="background-run").start()
         return entry
 
     def running(self):
@@ -200,14 +201,13 @@ class Runner:
                 log.exception("background watch failed a round")
 
     def _work(self):
-        """A pool thread: run jobs until the process stops."""
+        """A run thread: run queued jobs until none waits."""
         while True:
-            try:
-                job = self._queue.get(timeout=IDLE_WAIT)
-            except queue.Empty:
-                if not threading.main_thread().is_alive():
-                    return  # the process is stopping and nothing waits
-                continue
+            with self._lock:
+                if not self._queue:
+                    self._workers -= 1
+                    return
+                job = self._queue.popleft()
             try:
                 if _stopping():
                     self._never_start(job)
@@ -223,10 +223,10 @@ class Runner:
     def _drain(self):
         """Fail every job still queued here: the process is stopping."""
         while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
+            with self._lock:
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
             try:
                 self._never_start(job)
             finally:

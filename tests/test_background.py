@@ -329,3 +329,27 @@ def test_runs_submitted_together_run_together_up_to_the_pool_size(store, clock):
     assert first.started.wait(2) and second.started.wait(2)
     first.released.set()
     second.released.set()
+
+
+def run_threads():
+    return [t for t in threading.enumerate() if t.name == "background-run"]
+
+
+def test_runs_start_up_to_the_pool_size_the_rest_wait_and_an_idle_runner_holds_no_thread(
+        store, clock):
+    runner = Runner(store, threads=2, lease=LEASE, clock=clock, watch_every=None)
+    gens = [FakeGeneration(f"resp_p{i}") for i in range(3)]
+
+    for gen in gens:
+        runner.submit("groq", gen)
+
+    assert gens[0].started.wait(2) and gens[1].started.wait(2)
+    time.sleep(0.1)
+    assert not gens[2].started.is_set() and store.get("resp_p2").status == "queued"
+    assert len(run_threads()) == 2
+    gens[0].released.set()
+    assert gens[2].started.wait(2)  # the freed thread takes the waiting job
+    gens[1].released.set()
+    gens[2].released.set()
+    wait_until(lambda: not runner.running() and not run_threads())
+    assert [store.get(g.response_id).status for g in gens] == ["completed"] * 3
