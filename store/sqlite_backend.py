@@ -3,8 +3,11 @@
 WAL mode lets readers go on while one writer writes; SQLite's own file locks
 make the one-statement compare-and-set in record() atomic across processes.
 Writers also queue on a lock of our own (see record()), for latency, not safety.
-Each thread of each process opens its own connection, on first use (never in
-gunicorn's master, whose connections the forked workers must not share).
+Each process keeps its own connections, opened on first use (never in
+gunicorn's master, whose connections the forked workers must not share); a call
+takes an idle one or opens one, so a process holds as many as it makes calls at
+once: at most gevent's native threads (10) in a gevent worker, where every call
+runs in one of them (see _blocking), at most its threads in a gthread worker.
 """
 
 import fcntl
@@ -15,6 +18,8 @@ import threading
 import time
 from contextlib import closing, contextmanager
 from pathlib import Path
+
+from gevent import get_hub, monkey
 
 from store import Entry, StoreError, rank
 
@@ -82,8 +87,8 @@ class SQLiteStore:
 
     def __init__(self, path, ttl):
         self.path, self.ttl = path, ttl
-        self._local = threading.local()
-        self._write_lock = threading.Lock()  # one writer per process at a time
+        self._idle, self._idle_pid = [], None  # this process's connections not in use
+        self._write_lock = threading.Lock()  # one writer per process at a time (gevent's, patched)
         self._lock_fd, self._lock_pid = None, None
         self._next_purge = 0.0
         if sqlite3.sqlite_version_info < NEEDS:
@@ -112,51 +117,61 @@ class SQLiteStore:
 
     def get(self, response_id):
         """The live entry for an id, or None."""
+        return _blocking(self._get, response_id)
+
+    def record(self, response_id, provider, body, run=False):
+        """Store the Response unless its status would regress; return what is stored."""
+        with self._write_lock:
+            return _blocking(self._locked, self._record, response_id, provider, body, run)
+
+    def statuses(self, response_ids):
+        """{id: status} for those of `response_ids` that are stored."""
+        return _blocking(self._statuses, list(response_ids))
+
+    def heartbeat(self, response_ids):
+        """Stamp the heartbeat of those gateway runs among `response_ids` still going."""
+        with self._write_lock:
+            _blocking(self._locked, self._heartbeat, list(response_ids))
+
+    # Writers queue on locks that wake each the moment it is its turn: this process's
+    # threads (or greenlets) on _write_lock, the processes on a flock() of a file beside
+    # the database. Left to contend for SQLite's own lock, the losers sleep in its busy
+    # handler's growing steps (up to 100 ms each): at 32 connections p99 was over a second.
+
+    def _locked(self, write, *args):
+        """Run a write holding the flock() that queues the processes' writers."""
         try:
-            row = self._db().execute(SELECT, (response_id, time.time())).fetchone()
+            lock = self._lock_file()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StoreError(f"SQLite store: cannot lock {self.path}.lock: {exc}") from exc
+        try:
+            return write(*args)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _get(self, response_id):
+        try:
+            with self._connection() as db:
+                row = db.execute(SELECT, (response_id, time.time())).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
         return _entry(row) if row else None
 
-    def record(self, response_id, provider, body, run=False):
-        """Store the Response unless its status would regress; return what is stored."""
-        with self._writing():
-            return self._record(response_id, provider, body, run)
-
-    def statuses(self, response_ids):
-        """{id: status} for those of `response_ids` that are stored."""
+    def _statuses(self, response_ids):
         try:
-            rows = self._db().execute(STATUSES, (json.dumps(list(response_ids)), time.time()))
-            return dict(rows.fetchall())
+            with self._connection() as db:
+                rows = db.execute(STATUSES, (json.dumps(response_ids), time.time()))
+                return dict(rows.fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
 
-    def heartbeat(self, response_ids):
-        """Stamp the heartbeat of those gateway runs among `response_ids` still going."""
-        with self._writing():
-            try:
-                self._db().execute(HEARTBEAT, (time.time(), json.dumps(list(response_ids))))
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store: {exc}") from exc
-
-    @contextmanager
-    def _writing(self):
-        """Hold this store's write turn, across this process's threads and other processes."""
-        # Writers queue on a lock that wakes each the moment it is its turn: this
-        # process's threads on a threading.Lock, the processes on a flock() of a file
-        # beside the database. Left to contend for SQLite's own lock, the losers sleep
-        # in its busy handler's growing steps (up to 100 ms each): at 32 connections
-        # p99 was over a second.
-        with self._write_lock:
-            try:
-                lock = self._lock_file()
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            except OSError as exc:
-                raise StoreError(f"SQLite store: cannot lock {self.path}.lock: {exc}") from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _heartbeat(self, response_ids):
+        try:
+            with self._connection() as db:
+                db.execute(HEARTBEAT, (time.time(), json.dumps(response_ids)))
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
 
     def _record(self, response_id, provider, body, run):
         now = time.time()
@@ -166,16 +181,16 @@ class SQLiteStore:
             "body": json.dumps(body), "now": now, "expires_at": now + self.ttl,
             "run": run, "heartbeat": now if run else None,
         }
-        db = self._db()
         try:
-            # One statement, in autocommit: atomic by itself, and RETURNING gives the row
-            # as written. A refused write returns no row; the row as stored is read then,
-            # still inside _writing(), so no other writer of ours can come between.
-            rows = db.execute(RECORD, params).fetchall()
-            row = rows[0] if rows else db.execute(SELECT, (response_id, now)).fetchone()
-            if now >= self._next_purge:
-                self._next_purge = now + PURGE_EVERY
-                db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
+            with self._connection() as db:
+                # One statement, in autocommit: atomic by itself, and RETURNING gives the
+                # row as written. A refused write returns no row; the row as stored is read
+                # then, still under the write locks, so no other writer of ours comes between.
+                rows = db.execute(RECORD, params).fetchall()
+                row = rows[0] if rows else db.execute(SELECT, (response_id, now)).fetchone()
+                if now >= self._next_purge:
+                    self._next_purge = now + PURGE_EVERY
+                    db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
         return _entry(row)
@@ -187,17 +202,38 @@ class SQLiteStore:
             self._lock_pid = os.getpid()
         return self._lock_fd
 
-    def _db(self):
-        """This thread's connection, opened on first use in this process."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    @contextmanager
+    def _connection(self):
+        """A connection of this process's for one call: an idle one, or a new one."""
+        if self._idle_pid != os.getpid():  # a forked worker must not use its parent's
+            self._idle, self._idle_pid = [], os.getpid()
+        try:
+            db = self._idle.pop()  # atomic, as is append(): no lock needed
+        except IndexError:
+            # Used by whichever thread takes it next, one at a time.
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                 check_same_thread=False)
             # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a crash of
             # the process loses nothing; a power cut may lose the last writes, which
             # costs only the shortcut (those ids are found again by probing).
-            local.db.execute("PRAGMA synchronous=NORMAL")
-            local.pid = os.getpid()
-        return local.db
+            db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield db
+        finally:
+            self._idle.append(db)
+
+
+def _blocking(call, *args):
+    """Run a call that blocks the whole process where it blocks only itself.
+
+    SQLite's calls and flock() hold the process until they return. In gevent's
+    cooperative worker that would stall every stream the worker holds, so there
+    they run in one of gevent's native threads (and the GIL is let go while SQLite
+    works); under threads they run here.
+    """
+    if monkey.is_module_patched("threading"):
+        return get_hub().threadpool.apply(call, args)
+    return call(*args)
 
 
 def _entry(row):
