@@ -9,11 +9,17 @@ from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, conn
 from store import StoreError, open_store
 
 DEFAULT_UPSTREAM_TIMEOUT = 20.0  # seconds to wait for a provider's answer
-DEFAULT_THREADS = 32  # keep equal to the default in gunicorn.conf.py
+# How gunicorn runs the app; keep these equal to the defaults in gunicorn.conf.py.
+WORKER_CLASSES = ("gevent", "gthread")
+DEFAULT_WORKER_CLASS = "gevent"
+DEFAULT_CONNECTIONS = 4000  # gevent: client connections a worker serves at once
+DEFAULT_THREADS = 32  # gthread: threads a worker serves requests with
 DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # bytes; room for a create with images inline
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
-DEFAULT_BACKGROUND_THREADS = 16  # background responses run at once per worker; more wait queued
+# Background responses run at once per worker; more wait queued. A gevent worker holds
+# as many runs as connections; a gthread worker pays a thread's stack for each.
+DEFAULT_BACKGROUND_THREADS = {"gevent": DEFAULT_CONNECTIONS, "gthread": 16}
 DEFAULT_BACKGROUND_LEASE = 30.0  # seconds without a heartbeat before a run counts as lost
 
 
@@ -53,16 +59,24 @@ class Settings:
                 "may use, or set GATEWAY_AUTH=disabled to run without authentication"
             )
         read_timeout = _positive_number(env, "UPSTREAM_TIMEOUT", DEFAULT_UPSTREAM_TIMEOUT)
-        threads = int(_positive_number(env, "GUNICORN_THREADS", DEFAULT_THREADS))
-        runs = int(_positive_number(env, "BACKGROUND_THREADS", DEFAULT_BACKGROUND_THREADS))
+        worker_class = env.get("WORKER_CLASS", "").strip() or DEFAULT_WORKER_CLASS
+        if worker_class not in WORKER_CLASSES:
+            raise ConfigError(f"WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)}, "
+                              f"not {worker_class!r}")
+        if worker_class == "gevent":
+            serving = int(_positive_number(env, "WORKER_CONNECTIONS", DEFAULT_CONNECTIONS))
+        else:
+            serving = int(_positive_number(env, "GUNICORN_THREADS", DEFAULT_THREADS))
+        runs = int(_positive_number(env, "BACKGROUND_THREADS",
+                                    DEFAULT_BACKGROUND_THREADS[worker_class]))
         lease = _positive_number(env, "BACKGROUND_LEASE", DEFAULT_BACKGROUND_LEASE)
         body_limit = int(_positive_number(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
         store = _store(env)
         return cls(
             key_digests=tuple(key_digest(k) for k in keys),
             auth_disabled=auth == "disabled",
-            # Every request thread and every background run may hold a connection at once.
-            upstreams=_upstreams(env, read_timeout, threads + runs),
+            # Every request and every background run may hold a connection at once.
+            upstreams=_upstreams(env, read_timeout, serving + runs),
             max_content_length=body_limit,
             metrics_need_key=metrics_auth == "required",
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,

@@ -1,9 +1,28 @@
 # gunicorn settings for the gateway. The Procfile runs gunicorn from this
 # folder, where gunicorn reads this file by itself; any value here can still be
-# overridden on the command line or through GUNICORN_CMD_ARGS.
+# overridden on the command line or through GUNICORN_CMD_ARGS (but for the
+# worker class: set WORKER_CLASS, which the app reads too).
 import os
-import shutil
-import tempfile
+
+# How a worker serves its requests: gevent's cooperative worker (the default),
+# or gthread (a thread per request). The app's code is the same blocking code
+# either way. An LLM stream lasts tens of seconds and holds its request all
+# along, and a gevent worker holds thousands of them, a greenlet each, where a
+# thread per stream runs out at tens: docs/benchmarks-concurrency.md measures both.
+worker_class = os.environ.get("WORKER_CLASS") or "gevent"
+if worker_class not in ("gevent", "gthread"):
+    raise SystemExit(f"WORKER_CLASS must be gevent or gthread, not {worker_class!r}")
+if worker_class == "gevent":
+    # Patch here, before the app is loaded (preload_app below): gunicorn's own patch
+    # comes in each worker, after the app has imported ssl, requests and threading,
+    # which works less well and warns so at start.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 # Where to listen. A PaaS router sets PORT and expects every interface;
 # without it, stay on loopback, as gunicorn itself would.
@@ -12,15 +31,25 @@ bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1
 # Worker processes: WEB_CONCURRENCY, as PaaS platforms size it, else 2 (one per core here).
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 
-# Each request spends nearly all its time waiting on a provider, so each worker
-# runs many threads. A kept-alive client connection stays with the worker that
-# accepted it, and connections split unevenly between workers, so each worker
-# gets enough threads to serve every connection a busy client may hold: at 32
-# connections to a 50 ms provider, 8, 16 and 32 threads served 277, 294 and
-# 495 req/s (docs/benchmarks.md). A streaming create holds a thread for its
-# whole length. The app sizes its upstream connection pools from the same
-# variable (config.py), so every thread has a kept-alive connection to reuse.
-worker_class = "gthread"
+# gevent: the client connections a worker serves at once. 2,000 open streams on
+# the two workers took about 220 MB PSS for the whole tree
+# (docs/benchmarks-concurrency.md); 4,000 a worker leaves room for a burst that
+# the two workers split unevenly.
+# The app sizes its run pool and upstream connection pools from the same
+# variable (config.py), so no call waits for a pooled connection.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 4000)
+# Each stream holds two descriptors (its client's and its provider's): lift the
+# soft limit on open files to the hard one, which platforms set far higher.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft != _hard:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+
+# gthread: threads per worker. A kept-alive client connection stays with the
+# worker that accepted it, and connections split unevenly between workers, so
+# each worker gets enough threads to serve every connection a busy client may
+# hold: at 32 connections to a 50 ms provider, 8, 16 and 32 threads served 277,
+# 294 and 495 req/s (docs/benchmarks.md). A streaming create holds a thread for
+# its whole length.
 threads = int(os.environ.get("GUNICORN_THREADS") or 32)
 
 # Build the app once, in the master: a bad configuration then stops the server
@@ -28,8 +57,8 @@ threads = int(os.environ.get("GUNICORN_THREADS") or 32)
 # share the loaded code's memory (48 MB PSS for the idle tree instead of 72).
 preload_app = True
 
-# A gthread worker reports its heartbeat from its main thread, so a slow
-# provider never gets a worker killed; the app answers 502/504 itself after
+# A worker reports its heartbeat from its main thread (gthread) or greenlet
+# (gevent), so a slow provider never gets a worker killed; the app answers 502/504 itself after
 # UPSTREAM_TIMEOUT. This timeout is for a worker that is truly stuck, and stays
 # above the slowest honest request (a provider call with its retries).
 _upstream_timeout = float(os.environ.get("UPSTREAM_TIMEOUT") or 20)

@@ -88,11 +88,35 @@ def test_upstream_timeout_is_read_once_into_every_upstream():
 
 @pytest.mark.parametrize("name,value", [
     ("UPSTREAM_TIMEOUT", "0"), ("UPSTREAM_TIMEOUT", "-1"), ("UPSTREAM_TIMEOUT", "soon"),
-    ("UPSTREAM_TIMEOUT", "nan"), ("UPSTREAM_TIMEOUT", "inf"), ("GUNICORN_THREADS", "many"),
+    ("UPSTREAM_TIMEOUT", "nan"), ("UPSTREAM_TIMEOUT", "inf"), ("WORKER_CONNECTIONS", "many"),
+    ("BACKGROUND_THREADS", "0"),
 ])
 def test_bad_numbers_are_refused_by_name(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({"GATEWAY_API_KEYS": "k", name: value})
+
+
+def test_a_worker_class_other_than_gevent_or_gthread_is_refused():
+    with pytest.raises(ConfigError, match="WORKER_CLASS"):
+        Settings.from_env({"GATEWAY_API_KEYS": "k", "WORKER_CLASS": "sync"})
+    with pytest.raises(ConfigError, match="GUNICORN_THREADS"):
+        Settings.from_env({"GATEWAY_API_KEYS": "k", "WORKER_CLASS": "gthread",
+                           "GUNICORN_THREADS": "many"})
+
+
+@pytest.mark.parametrize("extra,runs,pool", [
+    ({}, 4000, 8000),  # gevent: a run and a connection for each client connection
+    ({"WORKER_CONNECTIONS": "100"}, 4000, 4100),
+    ({"WORKER_CONNECTIONS": "100", "BACKGROUND_THREADS": "50"}, 50, 150),
+    ({"WORKER_CLASS": "gthread"}, 16, 48),  # a thread each: 32 for requests, 16 for runs
+    ({"WORKER_CLASS": "gthread", "GUNICORN_THREADS": "8"}, 16, 24),
+])
+def test_the_run_pool_and_connection_pools_follow_what_a_worker_serves(extra, runs, pool):
+    settings = Settings.from_env({"GATEWAY_API_KEYS": "k", "GROQ_API_KEY": "g", **extra})
+
+    assert settings.runner.threads == runs
+    for session in (settings.upstreams["groq"].session, settings.upstreams["groq"].create_session):
+        assert session.get_adapter("https://api.groq.com")._pool_maxsize == pool
 
 
 def test_provider_keys_never_show_in_reprs():

@@ -1,0 +1,83 @@
+"""Many streams and runs at once on one instance, as the Procfile starts it (gevent's worker),
+and what must not stall them: a store write that waits for its lock."""
+
+import asyncio
+import fcntl
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from gateway_process import run_gateway
+
+GATEWAY_KEY = "gw-many-key-0001"
+
+
+def env(streamer, **extra):
+    return {"GATEWAY_API_KEYS": GATEWAY_KEY, "ANTHROPIC_API_KEY": "sk-ant-many",
+            "ANTHROPIC_BASE_URL": streamer.base_url, "GROQ_API_KEY": "gsk-many",
+            "GROQ_BASE_URL": streamer.base_url, **extra}
+
+
+async def stream(url, model, key):
+    """(seconds to the first delta, whether the stream completed) for one streaming create."""
+    host, port = url.split("//")[1].split(":")
+    body = json.dumps({"model": model, "input": key, "stream": True}).encode()
+    started, first = time.monotonic(), None
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST /v1/responses HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                 f"{GATEWAY_KEY}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                 .encode() + body)
+    seen = b""
+    while chunk := await reader.read(65536):
+        seen = seen[-64:] + chunk
+        if first is None and b"output_text.delta" in seen:
+            first = time.monotonic() - started
+        if b"response.completed" in seen:
+            break
+    writer.close()
+    return first, b"response.completed" in seen
+
+
+async def streams(url, count, model):
+    return await asyncio.gather(*(stream(url, model, f"many-{i}") for i in range(count)))
+
+
+def test_a_thousand_streams_at_once_all_complete(streamer, tmp_path):
+    with run_gateway(tmp_path, **env(streamer)) as gateway:
+        results = asyncio.run(streams(gateway.url, 1000, "anthropic/words-10-100"))
+
+    assert sum(done for _, done in results) == 1000
+    assert all(first is not None for first, _ in results)
+    assert len({s.key for s in streamer.streams if s.key.startswith("many-")}) == 1000
+
+
+def test_a_store_write_waiting_for_its_lock_does_not_stall_the_workers_streams(streamer,
+                                                                              tmp_path):
+    """Another process holds the SQLite store's write lock for 2 s; a create that must write
+    waits for it, while the stream the same worker serves goes on delta by delta."""
+    with run_gateway(tmp_path, **env(streamer, WEB_CONCURRENCY="1")) as gateway:
+        url, auth = f"{gateway.url}/v1/responses", {"Authorization": f"Bearer {GATEWAY_KEY}"}
+        with requests.post(url, headers=auth, stream=True, timeout=30, json={
+                "model": "anthropic/words-100-50", "input": "stall-stream", "stream": True}) as resp:
+            lines = resp.iter_lines()
+            while b"output_text.delta" not in next(lines):
+                pass
+            with open(tmp_path / "gateway.sqlite3.lock", "a+") as lock, \
+                    ThreadPoolExecutor(1) as pool:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # the turn of another process's writer
+                writer = pool.submit(requests.post, url, headers=auth, timeout=30, json={
+                    "model": "groq/words-2-0", "input": "stall-create", "background": True})
+                gaps, last = [], time.monotonic()
+                while len(gaps) < 40:  # 2 s of deltas, 50 ms apart
+                    if b"output_text.delta" in next(lines):
+                        gaps.append(time.monotonic() - last)
+                        last = time.monotonic()
+                assert not writer.done()  # the create still waits for the lock
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                created = writer.result(timeout=10)
+
+    assert max(gaps) < 0.5  # a stalled worker would send nothing while the lock is held
+    assert created.status_code == 200 and created.json()["status"] == "queued"
+
