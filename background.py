@@ -10,12 +10,13 @@ the gateway's run). From there, in this process, and never on a request thread:
   and thousands run at once). A job first writes in_progress; if a cancel got
   there first, it never starts. It then iterates the generation, noting the
   output so far.
-- One watch thread, every WATCH_EVERY seconds, reads the status of every job
-  here in one store call and stops those whose status turned final elsewhere (a
+- A watch thread, every WATCH_EVERY seconds, reads the status of every job here
+  in one store call and stops those whose status turned final elsewhere (a
   cancel through any worker or host): stopping shuts the upstream connection,
-  so the provider stops generating. It also writes each job's new output at
-  most every PROGRESS_EVERY seconds, and stamps the heartbeats of the jobs
-  here every lease / 4 seconds.
+  so the provider stops generating. A second thread, as often, writes each
+  job's new output at most every PROGRESS_EVERY seconds and stamps the
+  heartbeats of the jobs here every lease / 4 seconds: with thousands of runs
+  those writes take a while, and a stop must not wait for them.
 - The job writes its final Response, completed, incomplete or failed.
 
 Every write about a run is strict (store/), so the first final status stands:
@@ -106,7 +107,10 @@ class Runner:
         self._next_heartbeat = 0.0
         self._pid = os.getpid()
         if self.watch_every:
-            threading.Thread(target=self._watch, name="background-watch", daemon=True).start()
+            # Two threads, so that writing thousands of runs' progress never delays a stop.
+            for step in (self.stop_cancelled, self.save_progress):
+                threading.Thread(target=self._every_round, args=(step,),
+                                 name=f"background-{step.__name__}", daemon=True).start()
 
     def submit(self, provider, generation):
         """Store the generation's Response as queued, then run it in the background.
@@ -169,36 +173,48 @@ class Runner:
         return entry
 
     def tick(self):
-        """One round of the watch: stop what was cancelled, write progress, heartbeat."""
+        """One round of the watch and of the saver: stop what was cancelled, then write
+        progress and heartbeats."""
+        self.stop_cancelled()
+        self.save_progress()
+
+    def stop_cancelled(self):
+        """Stop the jobs here whose status turned final elsewhere (a cancel anywhere)."""
         if _stopping():
             self._drain()
-        with self._lock:
-            jobs = dict(self._jobs)
-        if not jobs:
-            return
-        now = self.clock()
-        for response_id, status in self.store.statuses(jobs).items():
-            if status in FINAL and not jobs[response_id].stopped:
-                jobs[response_id].stop()
+        jobs = self._current()
+        if jobs:
+            for response_id, status in self.store.statuses(jobs).items():
+                if status in FINAL and not jobs[response_id].stopped:
+                    jobs[response_id].stop()
+
+    def save_progress(self):
+        """Write each job's new output (at most every PROGRESS_EVERY) and the heartbeats."""
+        jobs, now = self._current(), self.clock()
         for job in jobs.values():
             latest = job.latest  # None once the job holds its final Response: nothing to add
             if (latest is not None and latest is not job.saved and not job.stopped
                     and now - job.saved_at >= PROGRESS_EVERY):
                 job.saved, job.saved_at = latest, now
                 self._write(job, latest)
-        if now >= self._next_heartbeat:
+        if jobs and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.lease / 4
             self.store.heartbeat(list(jobs))
 
-    def _watch(self):
+    def _current(self):
+        with self._lock:
+            return dict(self._jobs)
+
+    def _every_round(self, step):
+        """Run one step of the watch every watch_every seconds, whatever a round raises."""
         while True:
             time.sleep(self.watch_every)
             try:
-                self.tick()
+                step()
             except StoreError as exc:
-                log.warning("background watch: %s", exc)
+                log.warning("background %s: %s", step.__name__, exc)
             except Exception:  # the watch must outlive any one bad round
-                log.exception("background watch failed a round")
+                log.exception("background %s failed a round", step.__name__)
 
     def _work(self):
         """A run thread: run queued jobs until none waits."""
