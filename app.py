@@ -119,6 +119,7 @@ def count_request(response):
 def authenticate():
     """Refuse the request unless it carries one of the gateway's own keys."""
     settings = current_app.extensions["gateway"]
+    g.owner = None  # whose responses the caller sees; None: everyone's
     if settings.auth_disabled:
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -131,6 +132,7 @@ def authenticate():
         matched |= hmac.compare_digest(digest, known)
     if not matched:
         raise unauthorized("the API key is not valid for this gateway", code="invalid_api_key")
+    g.owner = settings.owners.get(digest)
 
 
 @bp.get("/providers")
@@ -171,7 +173,8 @@ def retrieve_response(response_id):
     """Fetch a response's current state from the provider that holds it."""
     check_response_id(response_id)
     settings = current_app.extensions["gateway"]
-    hint, stored = provider_hint(), lookup(settings.store, response_id)
+    hint = provider_hint()
+    stored = visible(settings, "retrieve", hint, lookup(settings.store, response_id), response_id)
     if stored and hint in (None, stored.provider):
         g.provider = stored.provider
         if stored.gateway_run:
@@ -188,7 +191,8 @@ def cancel_response(response_id):
     """Cancel a background response at whichever provider holds it."""
     check_response_id(response_id)
     settings = current_app.extensions["gateway"]
-    hint, stored = provider_hint(), lookup(settings.store, response_id)
+    hint = provider_hint()
+    stored = visible(settings, "cancel", hint, lookup(settings.store, response_id), response_id)
     if stored and hint in (None, stored.provider):
         g.provider = stored.provider
         if stored.gateway_run:
@@ -213,7 +217,7 @@ def stream_create(settings, upstream, body, gateway_run):
         with metrics.upstream_call(upstream.name):
             generation.open()  # the provider's refusal: an envelope, before the first byte
         kind = streams.passthrough if PROVIDERS[upstream.name].responses_api else streams.translated
-        source, stop = kind(generation, upstream.name, settings.store), generation.close
+        source, stop = kind(generation, upstream.name, settings.store, g.owner), generation.close
     return Response(streams.sse(source, stop), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -223,7 +227,7 @@ def start_run(settings, upstream, body):
     g.provider = upstream.name
     foreground = {k: v for k, v in body.items() if k != "background"}  # upstream, it streams
     generation = PROVIDERS[upstream.name].stream(upstream, foreground)  # refused fields: 400 now
-    return settings.runner.submit(upstream.name, generation)
+    return settings.runner.submit(upstream.name, generation, g.owner)
 
 
 def cancel_run(settings, response_id, stored):
@@ -326,8 +330,21 @@ def first_success(upstreams, operation, response_id):
     if first_failure:
         g.provider = first_failure.provider
         raise first_failure
+    raise not_found(response_id, upstreams)
+
+
+def not_found(response_id, upstreams):
+    """The 404 for an id none of these providers holds."""
     asked = ", ".join(u.name for u in upstreams)
-    raise ApiError(404, "not_found_error", f"response {response_id!r} was not found at {asked}")
+    return ApiError(404, "not_found_error", f"response {response_id!r} was not found at {asked}")
+
+
+def visible(settings, operation, hint, stored, response_id):
+    """The stored entry, if the caller may see it. Another key's response is answered
+    as an id nobody holds would be after probing, with no provider call to time."""
+    if stored is None or stored.owner in (None, g.owner):
+        return stored
+    raise not_found(response_id, candidates(settings, operation, hint, None))
 
 
 def call(upstream, operation, argument):
@@ -353,7 +370,7 @@ def lookup(store, response_id):
 def remember(store, provider, response):
     """Tell the store; answer what it holds now (a final status is never undone)."""
     try:
-        return store.record(response["id"], provider, response).body
+        return store.record(response["id"], provider, response, owner=g.owner).body
     except StoreError as exc:
         metrics.count_store_error("record")
         current_app.logger.warning("request %s: response %s at %s was not stored: %s",

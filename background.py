@@ -112,14 +112,15 @@ class Runner:
                 threading.Thread(target=self._every_round, args=(step,),
                                  name=f"background-{step.__name__}", daemon=True).start()
 
-    def submit(self, provider, generation):
-        """Store the generation's Response as queued, then run it in the background.
+    def submit(self, provider, generation, owner=None):
+        """Store the generation's Response as queued, as `owner`'s, then run it in the
+        background.
 
         Returns the stored entry; raises StoreError, and runs nothing, if the
         store cannot be written: a run nobody could read would be lost.
         """
         self._here()
-        entry = self._record(generation.response_id, provider, generation.queued())
+        entry = self._record(generation.response_id, provider, generation.queued(), owner)
         job = Job(provider, generation)
         with self._lock:  # with _work's look for a next job: no job is left with no thread
             self._jobs[job.response_id] = job
@@ -298,14 +299,15 @@ class Runner:
     def _fail(self, response_id, provider, body, code, message):
         return self._record(response_id, provider, failed(body, {"code": code, "message": message}))
 
-    def _record(self, response_id, provider, body):
-        """Store a run's Response in the contract's shape (strict: a final status stands)."""
+    def _record(self, response_id, provider, body, owner=None):
+        """Store a run's Response in the contract's shape (strict: a final status stands);
+        only the first write's owner counts."""
         try:
             response = contract_response(body, response_id, provider)
         except BadGateway as exc:  # the provider's stream held a malformed Response
             response = contract_response(failed({"output": []}, run_error(exc)), response_id,
                                          provider)
-        return self.store.record(response_id, provider, response, run=True)
+        return self.store.record(response_id, provider, response, run=True, owner=owner)
 
 
 def failed(body, error):

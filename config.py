@@ -35,6 +35,7 @@ class Settings:
     """Everything the request path needs, built once at app creation."""
 
     key_digests: tuple[bytes, ...]  # SHA-256 of each accepted client key
+    owners: dict[bytes, str]  # key digest -> the owner its responses are stored under; {}: shared
     auth_disabled: bool
     upstreams: dict[str, Upstream]  # configured providers only, in PROVIDERS order
     max_content_length: int  # larger request bodies get a 413
@@ -49,6 +50,9 @@ class Settings:
         auth = env.get("GATEWAY_AUTH", "").strip().lower()
         if auth not in ("", "enabled", "disabled"):
             raise ConfigError("GATEWAY_AUTH must be 'disabled' or unset")
+        scope = env.get("RESPONSE_SCOPE", "").strip().lower() or "key"
+        if scope not in ("key", "shared"):
+            raise ConfigError("RESPONSE_SCOPE must be 'key' or 'shared'")
         metrics_auth = env.get("METRICS_AUTH", "").strip().lower()
         if metrics_auth not in ("", "none", "required"):
             raise ConfigError("METRICS_AUTH must be 'required' or unset")
@@ -74,6 +78,7 @@ class Settings:
         store = _store(env)
         return cls(
             key_digests=tuple(key_digest(k) for k in keys),
+            owners={} if scope == "shared" else {key_digest(k): owner_id(k) for k in keys},
             auth_disabled=auth == "disabled",
             # Every request and every background run may hold a connection at once.
             upstreams=_upstreams(env, read_timeout, serving + runs),
@@ -88,6 +93,11 @@ class Settings:
 def key_digest(key):
     """Hash a key so comparisons are constant-time whatever the lengths."""
     return hashlib.sha256(key.encode()).digest()
+
+
+def owner_id(key):
+    """The id a key's responses are stored under: a digest of its own, never the key."""
+    return hashlib.sha256(b"gateway response owner\0" + key.encode()).hexdigest()
 
 
 def _upstreams(env, read_timeout, pool_size):

@@ -8,7 +8,7 @@ host, and Redis, shared by every host behind a load balancer.
 The contract, for a store made by open_store(url, ttl):
 
     get(response_id) -> Entry | None
-    record(response_id, provider, body, run=False) -> Entry   # as stored after the write
+    record(response_id, provider, body, run=False, owner=None) -> Entry  # as stored now
     statuses(response_ids) -> {response_id: status}           # the live ones among them
     heartbeat(response_ids)                                   # runs still going, now
 
@@ -24,6 +24,10 @@ that stamps the entry's heartbeat (which marks it as run by the gateway), and
 makes the write strict, so a final status is never rewritten, not even by
 itself: the first cancel, completion or failure is the one that stands.
 heartbeat() stamps the entries of runs that are still going.
+
+`owner` names the gateway key that made the response (config.py derives it;
+the key itself is never stored). It is written with the entry's first write
+and never changed by a later one, whoever makes it; None is no owner.
 """
 
 from typing import NamedTuple
@@ -45,6 +49,7 @@ class Entry(NamedTuple):
     created_at: float
     updated_at: float
     heartbeat_at: float | None = None  # the gateway's runner last said it is alive; None: not run here
+    owner: str | None = None  # the key that made it (a derived id, never the key); None: anyone
 
     @property
     def gateway_run(self):

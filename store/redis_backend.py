@@ -17,8 +17,9 @@ KEY_PREFIX = "gateway:response:"
 TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waited for
 
 # KEYS[1]: the id's hash. ARGV: provider, status ('' for none), rank, body, now, ttl,
-# run ('1': a gateway run's write: stamp its heartbeat, never rewrite a final status).
-# The condition is store.may_replace(strict=run), written in Lua.
+# run ('1': a gateway run's write: stamp its heartbeat, never rewrite a final status),
+# owner ('' for none: only a new entry takes it). The condition is
+# store.may_replace(strict=run), written in Lua.
 RECORD = """
 local stored = redis.call('HMGET', KEYS[1], 'status', 'rank')
 local run = ARGV[7] == '1'
@@ -33,6 +34,9 @@ if stored[2] then
 else
     redis.call('HSET', KEYS[1], 'provider', ARGV[1], 'status', ARGV[2], 'rank', ARGV[3],
                'body', ARGV[4], 'created_at', ARGV[5], 'updated_at', ARGV[5])
+    if ARGV[8] ~= '' then
+        redis.call('HSET', KEYS[1], 'owner', ARGV[8])
+    end
     redis.call('EXPIRE', KEYS[1], ARGV[6])
 end
 if run then
@@ -85,11 +89,11 @@ class RedisStore:
             raise StoreError(f"Redis store: {exc}") from exc
         return _entry(fields) if fields else None
 
-    def record(self, response_id, provider, body, run=False):
+    def record(self, response_id, provider, body, run=False, owner=None):
         """Store the Response unless its status would regress; return what is stored."""
         status = body.get("status")
         args = [provider, status or "", rank(status), json.dumps(body), time.time(), self.ttl,
-                "1" if run else "0"]
+                "1" if run else "0", owner or ""]
         try:
             flat = self._record(keys=[KEY_PREFIX + response_id], args=args)
         except redis.RedisError as exc:
@@ -124,5 +128,5 @@ def _entry(fields):
     return Entry(
         fields["provider"], fields["status"] or None, json.loads(fields["body"]),
         float(fields["created_at"]), float(fields["updated_at"]),
-        float(heartbeat_at) if heartbeat_at else None,
+        float(heartbeat_at) if heartbeat_at else None, fields.get("owner") or None,
     )

@@ -37,19 +37,22 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     expires_at REAL NOT NULL,
-    heartbeat_at REAL
+    heartbeat_at REAL,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
 """
-# A file made before the gateway ran responses itself lacks the heartbeat column.
-ADD_HEARTBEAT = "ALTER TABLE responses ADD COLUMN heartbeat_at REAL"
+# A file made before the gateway ran responses itself, or scoped them to their keys,
+# lacks the columns for it.
+ADD_COLUMNS = {"heartbeat_at": "ALTER TABLE responses ADD COLUMN heartbeat_at REAL",
+               "owner": "ALTER TABLE responses ADD COLUMN owner TEXT"}
 
 # One statement, so no other writer can come between the check and the write:
 # the WHERE clause is may_replace(strict=:run), plus "an expired row is as good as none".
 RECORD = """
 INSERT INTO responses (id, provider, status, rank, body, created_at, updated_at, expires_at,
-                       heartbeat_at)
-VALUES (:id, :provider, :status, :rank, :body, :now, :now, :expires_at, :heartbeat)
+                       heartbeat_at, owner)
+VALUES (:id, :provider, :status, :rank, :body, :now, :now, :expires_at, :heartbeat, :owner)
 ON CONFLICT (id) DO UPDATE SET
     provider = excluded.provider,
     status = excluded.status,
@@ -61,14 +64,16 @@ ON CONFLICT (id) DO UPDATE SET
     expires_at = CASE WHEN responses.expires_at <= :now
         THEN excluded.expires_at ELSE responses.expires_at END,
     heartbeat_at = CASE WHEN :run OR responses.expires_at <= :now
-        THEN excluded.heartbeat_at ELSE responses.heartbeat_at END
+        THEN excluded.heartbeat_at ELSE responses.heartbeat_at END,
+    owner = CASE WHEN responses.expires_at <= :now
+        THEN excluded.owner ELSE responses.owner END
 WHERE responses.expires_at <= :now
    OR (responses.status IS excluded.status AND NOT (:run AND excluded.rank = 2))
    OR (responses.rank < 2 AND excluded.rank >= responses.rank)
-RETURNING provider, status, body, created_at, updated_at, heartbeat_at
+RETURNING provider, status, body, created_at, updated_at, heartbeat_at, owner
 """
 SELECT = """
-SELECT provider, status, body, created_at, updated_at, heartbeat_at FROM responses
+SELECT provider, status, body, created_at, updated_at, heartbeat_at, owner FROM responses
 WHERE id = ? AND expires_at > ?
 """
 # Many ids in one parameter, as a JSON array: no limit on how many.
@@ -99,8 +104,9 @@ class SQLiteStore:
                 db.execute("PRAGMA journal_mode=WAL")  # stays set in the file
                 db.executescript(SCHEMA)
                 columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
-                if "heartbeat_at" not in columns:
-                    db.execute(ADD_HEARTBEAT)
+                for column, add in ADD_COLUMNS.items():
+                    if column not in columns:
+                        db.execute(add)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
 
@@ -119,10 +125,11 @@ class SQLiteStore:
         """The live entry for an id, or None."""
         return _blocking(self._get, response_id)
 
-    def record(self, response_id, provider, body, run=False):
+    def record(self, response_id, provider, body, run=False, owner=None):
         """Store the Response unless its status would regress; return what is stored."""
         with self._write_lock:
-            return _blocking(self._locked, self._record, response_id, provider, body, run)
+            return _blocking(self._locked, self._record, response_id, provider, body, run,
+                             owner)
 
     def statuses(self, response_ids):
         """{id: status} for those of `response_ids` that are stored."""
@@ -173,13 +180,13 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
 
-    def _record(self, response_id, provider, body, run):
+    def _record(self, response_id, provider, body, run, owner):
         now = time.time()
         status = body.get("status")
         params = {
             "id": response_id, "provider": provider, "status": status, "rank": rank(status),
             "body": json.dumps(body), "now": now, "expires_at": now + self.ttl,
-            "run": run, "heartbeat": now if run else None,
+            "run": run, "heartbeat": now if run else None, "owner": owner,
         }
         try:
             with self._connection() as db:
@@ -237,5 +244,5 @@ def _blocking(call, *args):
 
 
 def _entry(row):
-    provider, status, body, created_at, updated_at, heartbeat_at = row
-    return Entry(provider, status, json.loads(body), created_at, updated_at, heartbeat_at)
+    provider, status, body, created_at, updated_at, heartbeat_at, owner = row
+    return Entry(provider, status, json.loads(body), created_at, updated_at, heartbeat_at, owner)

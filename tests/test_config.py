@@ -167,3 +167,11 @@ def test_a_redis_that_is_down_at_start_is_no_reason_to_refuse():
 def test_store_ttl_must_be_a_positive_number_of_seconds(ttl):
     with pytest.raises(ConfigError, match="STORE_TTL"):
         Settings.from_env(env(STORE_TTL=ttl))
+
+
+def test_response_scope_is_key_or_shared():
+    keys = {"GATEWAY_API_KEYS": "a,b"}
+    assert len(Settings.from_env(keys).owners) == 2
+    assert Settings.from_env({**keys, "RESPONSE_SCOPE": "shared"}).owners == {}
+    with pytest.raises(ConfigError, match="RESPONSE_SCOPE"):
+        Settings.from_env({**keys, "RESPONSE_SCOPE": "team"})

@@ -9,11 +9,12 @@ from fake_upstream import FakeProvider
 from gateway_process import run_gateway
 
 GATEWAY_KEY = "gw-lifecycle-key-0001"
+OTHER_KEY = "gw-lifecycle-key-0002"
 
 
-def sdk(gateway):
+def sdk(gateway, key=GATEWAY_KEY):
     """A fresh SDK client: a new connection, so either worker may answer."""
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def vllm():
 
 
 def gateway_env(openai_fake, vllm_fake, **extra):
-    return dict(GATEWAY_API_KEYS=GATEWAY_KEY, OPENAI_API_KEY="sk-lifecycle-0001",
+    return dict(GATEWAY_API_KEYS=f"{GATEWAY_KEY},{OTHER_KEY}", OPENAI_API_KEY="sk-lifecycle-0001",
                 OPENAI_BASE_URL=openai_fake.base_url, VLLM_BASE_URL=vllm_fake.base_url,
                 WEB_CONCURRENCY="2", **extra)
 
@@ -74,3 +75,19 @@ def test_two_gateways_sharing_redis(provider, vllm, redis_url, tmp_path_factory)
     # The second gateway went straight to vLLM: openai (first in probing order) never heard of it.
     assert provider.calls_for(created.id) == 0
     assert vllm.calls_for(created.id, "GET") == 1 and vllm.calls_for(created.id, "POST") == 1
+
+
+def test_another_key_neither_retrieves_nor_cancels_a_response(sqlite_gateway, provider):
+    created = sdk(sqlite_gateway).responses.create(model="openai/gpt-4o-mini", input="mine",
+                                                   background=True)
+
+    with pytest.raises(openai.NotFoundError):
+        sdk(sqlite_gateway, OTHER_KEY).responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk(sqlite_gateway, OTHER_KEY).responses.cancel(created.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk(sqlite_gateway, OTHER_KEY).responses.cancel(created.id,
+                                                        extra_query={"provider": "openai"})
+
+    assert provider.calls_for(created.id) == 0  # none of it reached the provider
+    assert sdk(sqlite_gateway).responses.cancel(created.id).status == "cancelled"

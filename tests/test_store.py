@@ -125,7 +125,7 @@ def test_statuses_of_many_ids_at_once(store):
     assert store.statuses([]) == {}
 
 
-def test_a_sqlite_file_from_before_runs_gains_the_heartbeat_column(tmp_path):
+def test_a_sqlite_file_from_before_runs_and_owners_gains_their_columns(tmp_path):
     import sqlite3
 
     path = tmp_path / "old.sqlite3"
@@ -139,7 +139,9 @@ def test_a_sqlite_file_from_before_runs_gains_the_heartbeat_column(tmp_path):
     store = open_store(f"sqlite:///{path}", ttl=60)
 
     assert store.get("old").provider == "openai" and not store.get("old").gateway_run
+    assert store.get("old").owner is None  # anyone's, as before
     assert store.record("new", "groq", response("new", "queued"), run=True).gateway_run
+    assert store.record("mine", "groq", response("mine", "queued"), owner="o").owner == "o"
 
 
 def _race(url, rid, statuses, rounds, results):
@@ -175,12 +177,30 @@ def test_racing_processes_cannot_undo_a_cancel(store, store_url):
 def test_entries_expire_after_the_ttl(store_url):
     store = open_store(store_url, ttl=1)
     rid = new_id()
-    first = store.record(rid, "openai", response(rid, "cancelled"))
+    first = store.record(rid, "openai", response(rid, "cancelled"), owner="owner-a")
     time.sleep(1.2)
 
     assert store.get(rid) is None
-    again = store.record(rid, "openai", response(rid, "in_progress"))  # a new entry, not a regression
+    again = store.record(rid, "openai", response(rid, "in_progress"),  # a new entry
+                         owner="owner-b")
     assert again.status == "in_progress" and again.created_at > first.created_at
+    assert again.owner == "owner-b"  # the expired entry's owner went with it
+
+
+@pytest.mark.parametrize("run", [False, True], ids=["record", "run"])
+def test_the_first_write_names_the_owner_and_no_later_write_changes_it(store, run):
+    rid, unowned = new_id(), new_id()
+
+    first = store.record(rid, "openai", response(rid, "queued"), run=run, owner="owner-a")
+    later = store.record(rid, "openai", response(rid, "in_progress"), run=run, owner="owner-b")
+    ended = store.record(rid, "openai", response(rid, "cancelled"), run=run)  # none given
+    refused = store.record(rid, "openai", response(rid, "completed"), owner="owner-b")
+
+    assert first.owner == later.owner == ended.owner == refused.owner == "owner-a"
+    assert store.get(rid).owner == "owner-a"
+    assert store.record(unowned, "groq", response(unowned, "queued")).owner is None
+    assert store.record(unowned, "groq", response(unowned, "in_progress"),
+                        owner="owner-b").owner is None  # made by nobody: stays so
 
 
 def test_an_unreachable_redis_raises_store_error_without_its_password():
