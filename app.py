@@ -29,8 +29,8 @@ from openapi import build_spec
 from providers import PROVIDERS
 from providers.errors import BadGateway, NotFound, ProviderError
 from providers.upstream import strict_json
-from schemas import contract_response, provider_list_schema
-from store import StoreError
+from schemas import contract_response, deleted_schema, provider_list_schema
+from store import DELETED, StoreError, tombstone
 
 MAX_ID_LENGTH = 256
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what we will echo and log as is
@@ -39,6 +39,7 @@ LACKS = {
     "retrieve": "cannot retrieve a response natively",
     "cancel": "has no native cancel for responses, and the gateway cancels only the "
               "background responses it runs itself",
+    "delete": "keeps no responses to delete; the gateway deletes only those it stored",
 }
 
 OPENAPI = build_spec()
@@ -204,6 +205,32 @@ def cancel_response(response_id):
     return remember(settings.store, provider, contract_response(body, response_id, provider))
 
 
+@bp.delete("/responses/<string(minlength=0):response_id>")
+def delete_response(response_id):
+    """Delete a response: at its provider where that keeps responses, and in the store."""
+    check_response_id(response_id)
+    settings = current_app.extensions["gateway"]
+    hint = provider_hint()
+    stored = visible(settings, "delete", hint, lookup(settings.store, response_id), response_id)
+    if stored and hint in (None, stored.provider):
+        g.provider = stored.provider
+        if stored.gateway_run:
+            settings.runner.delete(response_id, stored)  # stopped first, wherever it runs
+            return deleted(response_id)
+        if PROVIDERS[stored.provider].delete is None:
+            settings.store.record(response_id, stored.provider, tombstone(response_id))
+            return deleted(response_id)
+    upstreams = candidates(settings, "delete", hint, stored)
+    provider, _ = first_success(upstreams, "delete", response_id)
+    remember(settings.store, provider, tombstone(response_id))
+    return deleted(response_id)
+
+
+def deleted(response_id):
+    """The answer to a delete, in OpenAI's shape."""
+    return deleted_schema.dump({"id": response_id, "object": "response", "deleted": True})
+
+
 def stream_create(settings, upstream, body, gateway_run):
     """Answer a create with server-sent events (streams.py); a refusal is still an envelope."""
     g.provider = upstream.name
@@ -340,11 +367,16 @@ def not_found(response_id, upstreams):
 
 
 def visible(settings, operation, hint, stored, response_id):
-    """The stored entry, if the caller may see it. Another key's response is answered
-    as an id nobody holds would be after probing, with no provider call to time."""
-    if stored is None or stored.owner in (None, g.owner):
-        return stored
-    raise not_found(response_id, candidates(settings, operation, hint, None))
+    """The stored entry, if the caller may see it: 404 once deleted. Another key's
+    response is answered as an id nobody holds would be after probing (a 404, or a 501
+    where no provider could hold it), with no provider call to time."""
+    if stored is None:
+        return None
+    if stored.owner not in (None, g.owner):
+        raise not_found(response_id, candidates(settings, operation, hint, None))
+    if stored.status == DELETED:
+        raise ApiError(404, "not_found_error", f"response {response_id!r} was deleted")
+    return stored
 
 
 def call(upstream, operation, argument):

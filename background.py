@@ -42,7 +42,7 @@ from providers.errors import (
     BadGateway, GatewayTimeout, NotFound, ProviderError, RateLimited, Rejected,
 )
 from schemas import contract_response
-from store import FINAL, StoreError
+from store import FINAL, StoreError, tombstone
 
 log = logging.getLogger("gateway.background")
 
@@ -172,6 +172,15 @@ class Runner:
         if job and entry.status == "cancelled":
             job.stop()
         return entry
+
+    def delete(self, response_id, entry):
+        """Delete a gateway run: a tombstone no later write of the run undoes, then stop it
+        here if it runs here (the watch of whichever process runs it stops it there)."""
+        self._here()
+        self.store.record(response_id, entry.provider, tombstone(response_id))
+        job = self._jobs.get(response_id)
+        if job:
+            job.stop()
 
     def tick(self):
         """One round of the watch and of the saver: stop what was cancelled, then write

@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin, resolver
 
 from schemas import (
     ERROR_TYPES,
+    DeletedResponseSchema,
     OpenAIErrorEnvelopeSchema,
     ProviderListSchema,
     ResponsesResponseSchema,
@@ -68,6 +69,7 @@ def build_spec():
     spec.components.schema("core.ResponsesResponse", schema=ResponsesResponseSchema)
     spec.components.schema("core.OpenAIErrorEnvelope", schema=OpenAIErrorEnvelopeSchema)
     spec.components.schema("core.ProviderList", schema=ProviderListSchema)
+    spec.components.schema("core.DeletedResponse", schema=DeletedResponseSchema)
     create = operation(
         "Create a response",
         [provider_param("Provider to create at, instead of a 'provider/' prefix on model")],
@@ -76,10 +78,16 @@ def build_spec():
     create["responses"]["200"]["content"]["text/event-stream"] = {"schema": {
         "type": "string", "description": "With stream: true, the Responses API's events"}}
     spec.path(path="/v1/responses", operations={"post": create})
-    spec.path(path="/v1/responses/{id}", operations={"get": operation(
-        "Get a response", [ID_PARAM, provider_param("Provider override for native retrieval")],
-        {k: v for k, v in GATEWAY_STATUSES.items() if k != "413"},
-    )})
+    no_body = {k: v for k, v in GATEWAY_STATUSES.items() if k != "413"}
+    spec.path(path="/v1/responses/{id}", operations={
+        "get": operation(
+            "Get a response", [ID_PARAM, provider_param("Provider override for native retrieval")],
+            no_body),
+        "delete": operation(
+            "Delete a response",
+            [ID_PARAM, provider_param("Provider override for native deletion")], no_body,
+            ok="core.DeletedResponse"),
+    })
     spec.path(path="/v1/responses/{id}/cancel", operations={"post": operation(
         "Cancel a response", [ID_PARAM, provider_param("Provider override for native cancellation")],
         ERROR_STATUSES,  # the contract's own list, though 413, 429 and 504 also occur
@@ -100,15 +108,16 @@ def build_spec():
     return doc
 
 
-def operation(summary, parameters, statuses, request_body=None):
-    """A /v1/responses operation: Bearer auth, a Response on 200, the envelope otherwise."""
+def operation(summary, parameters, statuses, request_body=None, ok="core.ResponsesResponse"):
+    """A /v1/responses operation: Bearer auth, `ok` (a Response) on 200, the envelope
+    otherwise."""
     spec = {
         "tags": ["responses"],
         "summary": summary,
         "security": [{"BearerAuth": []}],
         "parameters": parameters,
         "responses": {
-            "200": json_response("OK", "core.ResponsesResponse"),
+            "200": json_response("OK", ok),
             **{code: json_response(text, "core.OpenAIErrorEnvelope")
                for code, text in statuses.items()},
         },

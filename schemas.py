@@ -1,5 +1,5 @@
-"""The shapes the gateway answers with: the Response object, the error envelope and
-the provider list.
+"""The shapes the gateway answers with: the Response object, the error envelope, the
+provider list and a deletion.
 
 The first two are field for field what ../shared/spec/cancel-response.openapi.yaml
 declares; each class is named after its contract component (core.X is XSchema),
@@ -160,7 +160,16 @@ class ProviderListSchema(Schema):
     data = fields.List(fields.Nested(ProviderSchema), required=True)
 
 
+class DeletedResponseSchema(Schema):
+    """What DELETE /v1/responses/{id} answers, as OpenAI does."""
+
+    id = fields.String(required=True)
+    object = fields.String(required=True, metadata={"description": '"response"'})
+    deleted = fields.Boolean(required=True)
+
+
 response_schema = ResponsesResponseSchema()
+deleted_schema = DeletedResponseSchema()
 error_envelope_schema = OpenAIErrorEnvelopeSchema()
 provider_list_schema = ProviderListSchema()
 

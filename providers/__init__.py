@@ -1,7 +1,7 @@
 """The providers the gateway knows, and what each can do with a response.
 
 PROVIDERS maps each provider name to its Operations: the blocking functions
-that create, retrieve and cancel a response there, each None where the
+that create, retrieve, cancel and delete a response there, each None where the
 provider has no such native operation, and the one that streams a generation
 for a background response the gateway runs itself (background.py). A
 provider without native cancel has its background responses run by the
@@ -26,17 +26,18 @@ from providers.upstream import RETRY, RETRY_CREATE, HeaderAuth, Upstream, new_se
 
 
 class Operations(NamedTuple):
-    """What a provider can do; a None retrieve or cancel has no native form (501)."""
+    """What a provider can do; a None retrieve, cancel or delete has no native form."""
 
     create: Callable  # (upstream, body) -> Response dict
     retrieve: Callable | None  # (upstream, response_id) -> Response dict
     cancel: Callable | None  # (upstream, response_id) -> Response dict
     stream: Callable  # (upstream, body) -> providers.streaming.Generation
     responses_api: bool  # False: Chat Completions only, the create is translated
+    delete: Callable | None = None  # (upstream, response_id) -> {"id", "deleted", ...}
 
 
-LIFECYCLE = Operations(oa.create, oa.retrieve, oa.cancel, oa.stream, True)
-STORED = Operations(oa.create, oa.retrieve, None, oa.stream, True)  # keeps responses
+LIFECYCLE = Operations(oa.create, oa.retrieve, oa.cancel, oa.stream, True, oa.delete)
+STORED = Operations(oa.create, oa.retrieve, None, oa.stream, True, oa.delete)  # keeps responses
 STATELESS = Operations(oa.create, None, None, oa.stream, True)  # forgets them at once
 CHAT_ONLY = Operations(chat.create, None, None, chat.stream, False)
 

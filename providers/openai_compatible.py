@@ -20,6 +20,11 @@ def cancel(upstream, response_id):
     return request_json(upstream, "POST", f"responses/{path_segment(response_id)}/cancel")
 
 
+def delete(upstream, response_id):
+    """Delete a stored response: DELETE {base_url}/responses/{id}."""
+    return request_json(upstream, "DELETE", f"responses/{path_segment(response_id)}")
+
+
 def stream(upstream, body):
     """A streamed generation: POST {base_url}/responses with the body and stream: true."""
     reader = ResponsesReader(upstream, new_response_id(), body.get("model"))

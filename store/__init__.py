@@ -33,7 +33,8 @@ and never changed by a later one, whoever makes it; None is no owner.
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-FINAL = frozenset({"cancelled", "completed", "failed", "incomplete"})
+DELETED = "deleted"  # a tombstone: the response was deleted, and no write brings it back
+FINAL = frozenset({"cancelled", "completed", "failed", "incomplete", DELETED})
 
 
 class StoreError(Exception):
@@ -57,8 +58,16 @@ class Entry(NamedTuple):
         return self.heartbeat_at is not None
 
 
+def tombstone(response_id):
+    """What the store keeps of a deleted response: only that it was deleted, so that no
+    later write brings it back and every later call can answer 404 at once."""
+    return {"id": response_id, "object": "response", "status": DELETED}
+
+
 def rank(status):
-    """How far along a status is: queued and unknown 0, in_progress 1, final 2."""
+    """How far along a status is: queued and unknown 0, in_progress 1, final 2, deleted 3."""
+    if status == DELETED:
+        return 3
     if status in FINAL:
         return 2
     return 1 if status == "in_progress" else 0
@@ -71,8 +80,11 @@ def may_replace(stored_status, new_status, strict=False):
     cancelled, cannot replace it); otherwise a status may only move forward.
     A final status may be refreshed by itself (a provider's cancelled Response
     fetched again), unless `strict`: a gateway run's first final word stands.
-    The backends apply this same rule inside their atomic write.
+    A delete replaces any status, and nothing replaces it. The backends apply
+    this same rule inside their atomic write.
     """
+    if rank(stored_status) == 3 or rank(new_status) == 3:
+        return rank(stored_status) < 3
     if stored_status == new_status and not (strict and rank(new_status) == 2):
         return True
     return rank(stored_status) < 2 and rank(new_status) >= rank(stored_status)

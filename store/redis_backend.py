@@ -19,14 +19,15 @@ TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waite
 # KEYS[1]: the id's hash. ARGV: provider, status ('' for none), rank, body, now, ttl,
 # run ('1': a gateway run's write: stamp its heartbeat, never rewrite a final status),
 # owner ('' for none: only a new entry takes it). The condition is
-# store.may_replace(strict=run), written in Lua.
+# store.may_replace(strict=run), written in Lua (rank 3 is a delete's tombstone).
 RECORD = """
 local stored = redis.call('HMGET', KEYS[1], 'status', 'rank')
 local run = ARGV[7] == '1'
 if stored[2] then
     local old_rank, new_rank = tonumber(stored[2]), tonumber(ARGV[3])
     local refresh = stored[1] == ARGV[2] and not (run and new_rank >= 2)
-    if not refresh and (old_rank >= 2 or new_rank < old_rank) then
+    local deleting = new_rank == 3 and old_rank < 3
+    if old_rank == 3 or (not deleting and not refresh and (old_rank >= 2 or new_rank < old_rank)) then
         return redis.call('HGETALL', KEYS[1])
     end
     redis.call('HSET', KEYS[1], 'provider', ARGV[1], 'status', ARGV[2], 'rank', ARGV[3],

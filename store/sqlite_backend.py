@@ -48,7 +48,8 @@ ADD_COLUMNS = {"heartbeat_at": "ALTER TABLE responses ADD COLUMN heartbeat_at RE
                "owner": "ALTER TABLE responses ADD COLUMN owner TEXT"}
 
 # One statement, so no other writer can come between the check and the write:
-# the WHERE clause is may_replace(strict=:run), plus "an expired row is as good as none".
+# the WHERE clause is may_replace(strict=:run), plus "an expired row is as good as none"
+# (rank 3 is a delete's tombstone).
 RECORD = """
 INSERT INTO responses (id, provider, status, rank, body, created_at, updated_at, expires_at,
                        heartbeat_at, owner)
@@ -68,8 +69,10 @@ ON CONFLICT (id) DO UPDATE SET
     owner = CASE WHEN responses.expires_at <= :now
         THEN excluded.owner ELSE responses.owner END
 WHERE responses.expires_at <= :now
-   OR (responses.status IS excluded.status AND NOT (:run AND excluded.rank = 2))
-   OR (responses.rank < 2 AND excluded.rank >= responses.rank)
+   OR (responses.rank < 3 AND (
+          excluded.rank = 3
+       OR (responses.status IS excluded.status AND NOT (:run AND excluded.rank = 2))
+       OR (responses.rank < 2 AND excluded.rank >= responses.rank)))
 RETURNING provider, status, body, created_at, updated_at, heartbeat_at, owner
 """
 SELECT = """

@@ -2,7 +2,8 @@
 
 It serves the Responses lifecycle: POST /v1/responses creates a response
 (queued if background, else completed), GET /v1/responses/{id} reports it,
-POST /v1/responses/{id}/cancel cancels it. It holds every id but MISSING: one
+POST /v1/responses/{id}/cancel cancels it, DELETE /v1/responses/{id} deletes it
+(after which it is a 404). It holds every id but MISSING: one
 it did not create counts as in progress. It records every request it sees.
 An id's first word (before a '-') can ask for a fault instead, so one server
 plays every misbehaving provider: `s503ra-<n>` answers 503 with Retry-After: 1,
@@ -77,6 +78,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._serve()
 
+    def do_DELETE(self):
+        self._serve()
+
     def _serve(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.loads(raw) if raw else None
@@ -84,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = self.path.split("/")  # ['', 'v1', 'responses', id, 'cancel']
         route = (self.command, len(parts), parts[4] if len(parts) == 5 else None)
         if parts[:3] != ["", "v1", "responses"] or route not in (
-                ("POST", 3, None), ("GET", 4, None), ("POST", 5, "cancel")):
+                ("POST", 3, None), ("GET", 4, None), ("POST", 5, "cancel"), ("DELETE", 4, None)):
             return self._json(404, {"error": {"message": "no such route"}})
         if len(parts) == 3:
             return self._create(body)
@@ -93,11 +97,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if fault:
                 return fault(self)
-            if response_id == MISSING:
+            if response_id == MISSING or self.server.statuses.get(response_id) == "deleted":
                 return self._json(404, {"error": {
                     "message": f"No response found with id '{MISSING}'.",
                     "type": "invalid_request_error", "param": None, "code": None,
                 }})
+            if self.command == "DELETE":
+                self.server.statuses[response_id] = "deleted"
+                return self._json(200, {"id": response_id, "object": "response",
+                                        "deleted": True})
             if self.command == "POST":
                 self.server.statuses[response_id] = "cancelled"
             status = self.server.statuses.get(response_id, "in_progress")

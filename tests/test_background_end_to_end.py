@@ -81,6 +81,23 @@ def test_cancel_mid_stream_closes_the_upstream_and_never_goes_back(gateway, stre
     assert sdk(gateway).responses.cancel(created.id).model_dump() == cancelled.model_dump()
 
 
+def test_the_sdk_deletes_a_running_run_which_stops_at_the_provider(gateway, streamer):
+    created = sdk(gateway).responses.create(model="anthropic/words-1000-20", input="e2e-delete",
+                                            background=True)
+    poll(gateway, created.id, running)
+
+    asked_at = time.monotonic()
+    assert sdk(gateway).responses.delete(created.id) is None
+
+    stream = streamer.wait_for("e2e-delete", lambda s: s.client_left, seconds=2)
+    assert stream.gone_at - asked_at < 1 and not stream.finished
+    time.sleep(0.3)  # whichever worker runs it, its last writes do not bring it back
+    for call in (sdk(gateway).responses.retrieve, sdk(gateway).responses.cancel,
+                 sdk(gateway).responses.delete):
+        with pytest.raises(openai.NotFoundError):
+            call(created.id)
+
+
 def test_cancel_of_a_completed_response_is_400(gateway):
     created = sdk(gateway).responses.create(model="groq/words-2-0", input="e2e-done",
                                             background=True)

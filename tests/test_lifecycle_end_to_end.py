@@ -91,3 +91,17 @@ def test_another_key_neither_retrieves_nor_cancels_a_response(sqlite_gateway, pr
 
     assert provider.calls_for(created.id) == 0  # none of it reached the provider
     assert sdk(sqlite_gateway).responses.cancel(created.id).status == "cancelled"
+
+
+def test_the_sdk_deletes_a_response_at_its_provider(sqlite_gateway, provider):
+    created = sdk(sqlite_gateway).responses.create(model="openai/gpt-4o-mini", input="del",
+                                                   background=True)
+
+    assert sdk(sqlite_gateway).responses.delete(created.id) is None
+
+    assert provider.calls_for(created.id, "DELETE") == 1
+    for call in (sdk(sqlite_gateway).responses.retrieve, sdk(sqlite_gateway).responses.cancel,
+                 sdk(sqlite_gateway).responses.delete):
+        with pytest.raises(openai.NotFoundError):
+            call(created.id)
+    assert provider.calls_for(created.id) == 1  # none of those asked the provider again

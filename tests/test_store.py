@@ -10,7 +10,8 @@ import pytest
 from gateway_process import free_port
 from store import StoreError, may_replace, open_store
 
-STATUSES = [None, "queued", "in_progress", "cancelled", "completed", "failed", "incomplete"]
+STATUSES = [None, "queued", "in_progress", "cancelled", "completed", "failed", "incomplete",
+            "deleted"]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -84,6 +85,8 @@ def test_the_rule_itself():
     assert may_replace("cancelled", "cancelled")  # the same final status, refreshed
     assert not may_replace("cancelled", "cancelled", strict=True)  # a run's first word stands
     assert may_replace("in_progress", "in_progress", strict=True)  # a run's progress
+    assert may_replace("completed", "deleted") and may_replace("queued", "deleted", strict=True)
+    assert not may_replace("deleted", "in_progress") and not may_replace("deleted", "deleted")
 
 
 def test_a_run_is_marked_by_its_heartbeat_which_other_writes_keep(store):
