@@ -20,6 +20,7 @@ import unicodedata
 import uuid
 
 from flask import Blueprint, Flask, Response, current_app, g, request
+from marshmallow import ValidationError
 
 import metrics
 import streams
@@ -29,7 +30,8 @@ from openapi import build_spec
 from providers import PROVIDERS
 from providers.errors import BadGateway, NotFound, ProviderError
 from providers.upstream import strict_json
-from schemas import contract_response, deleted_schema, provider_list_schema
+from items import ORDERS, as_items, page
+from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
 from store import DELETED, StoreError, tombstone
 
 MAX_ID_LENGTH = 256
@@ -40,6 +42,7 @@ LACKS = {
     "cancel": "has no native cancel for responses, and the gateway cancels only the "
               "background responses it runs itself",
     "delete": "keeps no responses to delete; the gateway deletes only those it stored",
+    "input_items": "keeps no input items; the gateway lists only those it stored",
 }
 
 OPENAPI = build_spec()
@@ -158,15 +161,20 @@ def create_response():
         raise invalid("stream must be true or false", "stream")
     upstream, body = create_target(settings, body, provider_hint())
     gateway_run = body.get("background") is True and PROVIDERS[upstream.name].cancel is None
+    items = as_items(body.get("input")) if gateway_run or keeps_nothing(upstream.name) else None
     if body.get("stream") is True:
-        return stream_create(settings, upstream, body, gateway_run)
+        return stream_create(settings, upstream, body, gateway_run, items)
     if gateway_run:
-        return start_run(settings, upstream, body).body
+        entry = start_run(settings, upstream, body)
+        keep_input(settings.store, entry.body["id"], items)
+        return entry.body
     created = call(upstream, "create", body)
     response_id = created.get("id")
     if not isinstance(response_id, str) or not response_id:
         raise BadGateway(upstream.name, f"{upstream.name} created a response but sent no id")
-    return remember(settings.store, upstream.name, contract_response(created, response_id, upstream.name))
+    response = contract_response(created, response_id, upstream.name)
+    keep_input(settings.store, response_id, items)
+    return remember(settings.store, upstream.name, response)
 
 
 @bp.get("/responses/<string(minlength=0):response_id>")
@@ -226,17 +234,69 @@ def delete_response(response_id):
     return deleted(response_id)
 
 
+@bp.get("/responses/<string(minlength=0):response_id>/input_items")
+def list_input_items(response_id):
+    """List a response's input items: from the store where it kept them, else its provider's."""
+    check_response_id(response_id)
+    settings = current_app.extensions["gateway"]
+    query, hint = list_query(), provider_hint()
+    stored = visible(settings, "input_items", hint, lookup(settings.store, response_id),
+                     response_id)
+    if stored and hint in (None, stored.provider):
+        g.provider = stored.provider
+        if stored.gateway_run or keeps_nothing(stored.provider):
+            found = page(settings.store.input_items(response_id) or [], **query)
+            if found is None:
+                raise invalid(f"no input item {query['after']!r} in this response", "after")
+            return input_item_list_schema.dump(found)
+    upstreams = candidates(settings, "input_items", hint, stored)
+    provider, body = first_success(upstreams, "input_items", response_id, query)
+    try:
+        return input_item_list_schema.dump(input_item_list_schema.load(body))
+    except ValidationError as exc:
+        raise BadGateway(provider, f"{provider} answered with a malformed list") from exc
+
+
+def list_query():
+    """limit (1 to 100, 20 by default), order (asc or desc, desc by default) and after."""
+    raw, order = request.args.get("limit", "20"), request.args.get("order", "desc")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise invalid("limit must be a whole number from 1 to 100", "limit")
+    if order not in ORDERS:
+        raise invalid("order must be 'asc' or 'desc'", "order")
+    return {"limit": int(raw), "order": order, "after": request.args.get("after")}
+
+
+def keeps_nothing(provider):
+    """Whether a provider keeps no responses, so the store keeps what the gateway needs."""
+    return PROVIDERS[provider].retrieve is None
+
+
+def keep_input(store, response_id, items):
+    """Keep a create's input items where its provider keeps none; a store that is down
+    costs only the list."""
+    if items is None:
+        return
+    try:
+        store.keep_input(response_id, items)
+    except StoreError as exc:
+        metrics.count_store_error("keep_input")
+        current_app.logger.warning("request %s: the input of %s was not stored: %s",
+                                   g.request_id, response_id, exc)
+
+
 def deleted(response_id):
     """The answer to a delete, in OpenAI's shape."""
     return deleted_schema.dump({"id": response_id, "object": "response", "deleted": True})
 
 
-def stream_create(settings, upstream, body, gateway_run):
+def stream_create(settings, upstream, body, gateway_run, items):
     """Answer a create with server-sent events (streams.py); a refusal is still an envelope."""
     g.provider = upstream.name
     if gateway_run:  # the client follows the run; the run goes on if the client leaves
         stopped = threading.Event()
         entry = start_run(settings, upstream, body)
+        keep_input(settings.store, entry.body["id"], items)
         source = streams.following(settings.runner, entry, upstream.name, stopped)
         stop = stopped.set
     else:
@@ -244,7 +304,8 @@ def stream_create(settings, upstream, body, gateway_run):
         with metrics.upstream_call(upstream.name):
             generation.open()  # the provider's refusal: an envelope, before the first byte
         kind = streams.passthrough if PROVIDERS[upstream.name].responses_api else streams.translated
-        source, stop = kind(generation, upstream.name, settings.store, g.owner), generation.close
+        source = kind(generation, upstream.name, settings.store, g.owner, items)
+        stop = generation.close
     return Response(streams.sse(source, stop), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -342,12 +403,12 @@ def configured(settings, operation, name, param):
     return settings.upstreams[name]
 
 
-def first_success(upstreams, operation, response_id):
+def first_success(upstreams, operation, response_id, *more):
     """Run the operation at the first provider that holds the id; a 404 moves on."""
     first_failure = None
     for upstream in upstreams:
         try:
-            return upstream.name, call(upstream, operation, response_id)
+            return upstream.name, call(upstream, operation, response_id, *more)
         except NotFound:
             continue
         except ProviderError as exc:
@@ -379,11 +440,11 @@ def visible(settings, operation, hint, stored, response_id):
     return stored
 
 
-def call(upstream, operation, argument):
+def call(upstream, operation, *arguments):
     """Run one provider operation, timed and counted."""
     g.provider = upstream.name
     with metrics.upstream_call(upstream.name):
-        return getattr(PROVIDERS[upstream.name], operation)(upstream, argument)
+        return getattr(PROVIDERS[upstream.name], operation)(upstream, *arguments)
 
 
 def lookup(store, response_id):

@@ -11,6 +11,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin, resolver
 from schemas import (
     ERROR_TYPES,
     DeletedResponseSchema,
+    InputItemListSchema,
     OpenAIErrorEnvelopeSchema,
     ProviderListSchema,
     ResponsesResponseSchema,
@@ -48,6 +49,16 @@ CREATE_BODY = {"required": True, "content": {"application/json": {"schema": {
 }}}}
 
 
+LIST_PARAMS = [
+    {"name": "limit", "in": "query", "description": "Items on a page, 1 to 100",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+    {"name": "order", "in": "query", "description": "asc: oldest first; desc: newest first",
+     "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"}},
+    {"name": "after", "in": "query", "description": "List the items after this item id",
+     "schema": {"type": "string"}},
+]
+
+
 def provider_param(description):
     """The optional ?provider= query parameter."""
     return {"name": "provider", "in": "query", "schema": {"type": "string"},
@@ -70,6 +81,7 @@ def build_spec():
     spec.components.schema("core.OpenAIErrorEnvelope", schema=OpenAIErrorEnvelopeSchema)
     spec.components.schema("core.ProviderList", schema=ProviderListSchema)
     spec.components.schema("core.DeletedResponse", schema=DeletedResponseSchema)
+    spec.components.schema("core.InputItemList", schema=InputItemListSchema)
     create = operation(
         "Create a response",
         [provider_param("Provider to create at, instead of a 'provider/' prefix on model")],
@@ -88,6 +100,11 @@ def build_spec():
             [ID_PARAM, provider_param("Provider override for native deletion")], no_body,
             ok="core.DeletedResponse"),
     })
+    spec.path(path="/v1/responses/{id}/input_items", operations={"get": operation(
+        "List a response's input items",
+        [ID_PARAM, *LIST_PARAMS, provider_param("Provider override for native listing")],
+        no_body, ok="core.InputItemList",
+    )})
     spec.path(path="/v1/responses/{id}/cancel", operations={"post": operation(
         "Cancel a response", [ID_PARAM, provider_param("Provider override for native cancellation")],
         ERROR_STATUSES,  # the contract's own list, though 413, 429 and 504 also occur

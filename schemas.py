@@ -1,5 +1,5 @@
 """The shapes the gateway answers with: the Response object, the error envelope, the
-provider list and a deletion.
+provider list, a deletion and a page of input items.
 
 The first two are field for field what ../shared/spec/cancel-response.openapi.yaml
 declares; each class is named after its contract component (core.X is XSchema),
@@ -168,7 +168,22 @@ class DeletedResponseSchema(Schema):
     deleted = fields.Boolean(required=True)
 
 
+class InputItemListSchema(Schema):
+    """What GET /v1/responses/{id}/input_items answers: a page of input items, as OpenAI
+    lists them (each item as the create sent it, with an id)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    object = fields.String(required=True, metadata={"description": '"list"'})
+    data = fields.List(fields.Dict(), required=True)
+    first_id = fields.String(allow_none=True, load_default=None)
+    last_id = fields.String(allow_none=True, load_default=None)
+    has_more = fields.Boolean(required=True)
+
+
 response_schema = ResponsesResponseSchema()
+input_item_list_schema = InputItemListSchema()
 deleted_schema = DeletedResponseSchema()
 error_envelope_schema = OpenAIErrorEnvelopeSchema()
 provider_list_schema = ProviderListSchema()

@@ -1,7 +1,7 @@
 """The providers the gateway knows, and what each can do with a response.
 
 PROVIDERS maps each provider name to its Operations: the blocking functions
-that create, retrieve, cancel and delete a response there, each None where the
+that create, retrieve, cancel and delete a response there (and list its input items), each None where the
 provider has no such native operation, and the one that streams a generation
 for a background response the gateway runs itself (background.py). A
 provider without native cancel has its background responses run by the
@@ -34,10 +34,13 @@ class Operations(NamedTuple):
     stream: Callable  # (upstream, body) -> providers.streaming.Generation
     responses_api: bool  # False: Chat Completions only, the create is translated
     delete: Callable | None = None  # (upstream, response_id) -> {"id", "deleted", ...}
+    input_items: Callable | None = None  # (upstream, response_id, query) -> a list object
 
 
-LIFECYCLE = Operations(oa.create, oa.retrieve, oa.cancel, oa.stream, True, oa.delete)
-STORED = Operations(oa.create, oa.retrieve, None, oa.stream, True, oa.delete)  # keeps responses
+LIFECYCLE = Operations(oa.create, oa.retrieve, oa.cancel, oa.stream, True, oa.delete,
+                       oa.input_items)
+STORED = Operations(oa.create, oa.retrieve, None, oa.stream, True, oa.delete,
+                    oa.input_items)  # keeps responses
 STATELESS = Operations(oa.create, None, None, oa.stream, True)  # forgets them at once
 CHAT_ONLY = Operations(chat.create, None, None, chat.stream, False)
 

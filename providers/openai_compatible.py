@@ -25,6 +25,12 @@ def delete(upstream, response_id):
     return request_json(upstream, "DELETE", f"responses/{path_segment(response_id)}")
 
 
+def input_items(upstream, response_id, query):
+    """List a response's input items: GET {base_url}/responses/{id}/input_items?..."""
+    return request_json(upstream, "GET", f"responses/{path_segment(response_id)}/input_items",
+                        params=query)
+
+
 def stream(upstream, body):
     """A streamed generation: POST {base_url}/responses with the body and stream: true."""
     reader = ResponsesReader(upstream, new_response_id(), body.get("model"))

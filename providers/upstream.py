@@ -100,13 +100,13 @@ def path_segment(value):
     return quote(value, safe="")
 
 
-def request_json(upstream, method, path, body=None, replay_safe=True):
+def request_json(upstream, method, path, body=None, replay_safe=True, params=None):
     """Call the provider and return its JSON object, or raise a ProviderError.
 
-    `body` is sent as JSON; `replay_safe=False` marks a call that must not be
-    repeated after it may have reached the provider.
+    `body` is sent as JSON, `params` as the query string; `replay_safe=False` marks
+    a call that must not be repeated after it may have reached the provider.
     """
-    resp = _send(upstream, method, path, body, replay_safe)
+    resp = _send(upstream, method, path, body, replay_safe, params)
     with resp:
         payload = _read_json(upstream, resp)
     _raise_for_status(upstream, resp.status_code, resp.headers, payload)
@@ -155,7 +155,7 @@ def abort(resp):
             pass  # already closed
 
 
-def _send(upstream, method, path, body, replay_safe):
+def _send(upstream, method, path, body, replay_safe, params=None):
     """Send one request; the response comes back unread (stream=True)."""
     name = upstream.name
     session = upstream.session if replay_safe else upstream.create_session
@@ -164,6 +164,7 @@ def _send(upstream, method, path, body, replay_safe):
             method,
             f"{upstream.base_url}/{path}",
             json=body,
+            params=params,
             timeout=(CONNECT_TIMEOUT, upstream.read_timeout),
             allow_redirects=False,  # a redirect could carry the provider key elsewhere
             stream=True,  # read the body ourselves, under a size cap

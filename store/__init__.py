@@ -11,6 +11,8 @@ The contract, for a store made by open_store(url, ttl):
     record(response_id, provider, body, run=False, owner=None) -> Entry  # as stored now
     statuses(response_ids) -> {response_id: status}           # the live ones among them
     heartbeat(response_ids)                                   # runs still going, now
+    keep_input(response_id, items)                            # a create's input, once
+    input_items(response_id) -> list | None                   # what keep_input kept
 
 record() is a compare-and-set done by the backend in one atomic step, so two
 workers racing cannot interleave. It writes unless that would make the status
@@ -24,6 +26,10 @@ that stamps the entry's heartbeat (which marks it as run by the gateway), and
 makes the write strict, so a final status is never rewritten, not even by
 itself: the first cancel, completion or failure is the one that stands.
 heartbeat() stamps the entries of runs that are still going.
+
+keep_input() keeps the input items of a create whose provider keeps none
+(the first call for an id counts); they expire with the entry, and a
+delete's tombstone drops them.
 
 `owner` names the gateway key that made the response (config.py derives it;
 the key itself is never stored). It is written with the entry's first write

@@ -14,9 +14,10 @@ import redis
 from store import Entry, StoreError, rank
 
 KEY_PREFIX = "gateway:response:"
+INPUT_PREFIX = "gateway:input:"  # a create's input items, as JSON
 TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waited for
 
-# KEYS[1]: the id's hash. ARGV: provider, status ('' for none), rank, body, now, ttl,
+# KEYS[1]: the id's hash, KEYS[2]: its input's key. ARGV: provider, status ('' for none), rank, body, now, ttl,
 # run ('1': a gateway run's write: stamp its heartbeat, never rewrite a final status),
 # owner ('' for none: only a new entry takes it). The condition is
 # store.may_replace(strict=run), written in Lua (rank 3 is a delete's tombstone).
@@ -42,6 +43,9 @@ else
 end
 if run then
     redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[5])
+end
+if tonumber(ARGV[3]) == 3 then
+    redis.call('DEL', KEYS[2])  -- deleted: its input goes too
 end
 return redis.call('HGETALL', KEYS[1])
 """
@@ -96,7 +100,8 @@ class RedisStore:
         args = [provider, status or "", rank(status), json.dumps(body), time.time(), self.ttl,
                 "1" if run else "0", owner or ""]
         try:
-            flat = self._record(keys=[KEY_PREFIX + response_id], args=args)
+            flat = self._record(keys=[KEY_PREFIX + response_id, INPUT_PREFIX + response_id],
+                                args=args)
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
         return _entry(dict(zip(flat[::2], flat[1::2])))
@@ -112,6 +117,21 @@ class RedisStore:
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
         return {i: status or None for i, status in zip(ids, found) if status is not None}
+
+    def keep_input(self, response_id, items):
+        """Keep a create's input items (the first call for an id counts)."""
+        try:
+            self.client.set(INPUT_PREFIX + response_id, json.dumps(items), ex=self.ttl, nx=True)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+
+    def input_items(self, response_id):
+        """The input items kept for an id, or None."""
+        try:
+            items = self.client.get(INPUT_PREFIX + response_id)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+        return json.loads(items) if items else None
 
     def heartbeat(self, response_ids):
         """Stamp the heartbeat of those gateway runs among `response_ids` still going."""

@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS responses (
     owner TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
+CREATE TABLE IF NOT EXISTS inputs (
+    id TEXT PRIMARY KEY,
+    items TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 # A file made before the gateway ran responses itself, or scoped them to their keys,
 # lacks the columns for it.
@@ -84,6 +89,8 @@ STATUSES = """
 SELECT id, status FROM responses
 WHERE id IN (SELECT value FROM json_each(?)) AND expires_at > ?
 """
+KEEP_INPUT = "INSERT OR IGNORE INTO inputs (id, items, expires_at) VALUES (?, ?, ?)"
+INPUT = "SELECT items FROM inputs WHERE id = ? AND expires_at > ?"
 HEARTBEAT = """
 UPDATE responses SET heartbeat_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NOT NULL
@@ -143,6 +150,17 @@ class SQLiteStore:
         with self._write_lock:
             _blocking(self._locked, self._heartbeat, list(response_ids))
 
+    def keep_input(self, response_id, items):
+        """Keep a create's input items (the first call for an id counts)."""
+        with self._write_lock:
+            _blocking(self._locked, self._write, KEEP_INPUT,
+                      (response_id, json.dumps(items), time.time() + self.ttl))
+
+    def input_items(self, response_id):
+        """The input items kept for an id, or None."""
+        row = _blocking(self._read, INPUT, (response_id, time.time()))
+        return json.loads(row[0]) if row else None
+
     # Writers queue on locks that wake each the moment it is its turn: this process's
     # threads (or greenlets) on _write_lock, the processes on a flock() of a file beside
     # the database. Left to contend for SQLite's own lock, the losers sleep in its busy
@@ -161,11 +179,7 @@ class SQLiteStore:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _get(self, response_id):
-        try:
-            with self._connection() as db:
-                row = db.execute(SELECT, (response_id, time.time())).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store: {exc}") from exc
+        row = self._read(SELECT, (response_id, time.time()))
         return _entry(row) if row else None
 
     def _statuses(self, response_ids):
@@ -177,9 +191,19 @@ class SQLiteStore:
             raise StoreError(f"SQLite store: {exc}") from exc
 
     def _heartbeat(self, response_ids):
+        self._write(HEARTBEAT, (time.time(), json.dumps(response_ids)))
+
+    def _write(self, statement, params):
         try:
             with self._connection() as db:
-                db.execute(HEARTBEAT, (time.time(), json.dumps(response_ids)))
+                db.execute(statement, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
+
+    def _read(self, statement, params):
+        try:
+            with self._connection() as db:
+                return db.execute(statement, params).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
 
@@ -198,9 +222,12 @@ class SQLiteStore:
                 # then, still under the write locks, so no other writer of ours comes between.
                 rows = db.execute(RECORD, params).fetchall()
                 row = rows[0] if rows else db.execute(SELECT, (response_id, now)).fetchone()
+                if rows and params["rank"] == 3:  # deleted: its input goes too
+                    db.execute("DELETE FROM inputs WHERE id = ?", (response_id,))
                 if now >= self._next_purge:
                     self._next_purge = now + PURGE_EVERY
                     db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
+                    db.execute("DELETE FROM inputs WHERE expires_at <= ?", (now,))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
         return _entry(row)

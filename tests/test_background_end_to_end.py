@@ -98,6 +98,20 @@ def test_the_sdk_deletes_a_running_run_which_stops_at_the_provider(gateway, stre
             call(created.id)
 
 
+def test_the_sdk_lists_a_runs_input_items(gateway):
+    created = sdk(gateway).responses.create(model="groq/words-2-0", background=True, input=[
+        {"role": "user", "content": "e2e-items"},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "Go on."}])
+
+    newest_first = sdk(gateway).responses.input_items.list(created.id)
+    oldest_first = sdk(gateway).responses.input_items.list(created.id, order="asc", limit=2)
+
+    assert [i.content[0].text for i in newest_first.data] == ["Go on.", "Sure.", "e2e-items"]
+    assert [i.content[0].text for i in oldest_first.data] == ["e2e-items", "Sure."]
+    assert oldest_first.has_more and all(i.id.startswith("msg_") for i in newest_first.data)
+
+
 def test_cancel_of_a_completed_response_is_400(gateway):
     created = sdk(gateway).responses.create(model="groq/words-2-0", input="e2e-done",
                                             background=True)

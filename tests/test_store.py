@@ -274,3 +274,28 @@ def test_threads_writing_at_once_each_get_their_own_row_and_no_cancel_is_undone(
     for seen in answers.values():
         if "cancelled" in seen:
             assert set(seen[seen.index("cancelled"):]) == {"cancelled"}
+
+
+def test_a_creates_input_is_kept_once_and_a_delete_drops_it(store):
+    rid, other = new_id(), new_id()
+    items = [{"id": "msg_1", "type": "message", "role": "user",
+              "content": [{"type": "input_text", "text": "hi"}]}]
+    store.record(rid, "groq", response(rid, "completed"))
+
+    store.keep_input(rid, items)
+    store.keep_input(rid, [{"id": "msg_2"}])  # the first call counts
+
+    assert store.input_items(rid) == items and store.input_items(other) is None
+    store.record(rid, "groq", response(rid, "in_progress"))  # refused: nothing dropped
+    assert store.input_items(rid) == items
+    store.record(rid, "groq", {"id": rid, "status": "deleted"})
+    assert store.input_items(rid) is None
+
+
+def test_kept_input_expires_with_the_ttl(store_url):
+    store = open_store(store_url, ttl=1)
+    rid = new_id()
+    store.keep_input(rid, [{"id": "msg_1"}])
+    time.sleep(1.2)
+
+    assert store.input_items(rid) is None
