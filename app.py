@@ -22,6 +22,7 @@ import uuid
 from flask import Blueprint, Flask, Response, current_app, g, request
 from marshmallow import ValidationError
 
+import chains
 import metrics
 import streams
 from config import Settings, key_digest
@@ -161,19 +162,25 @@ def create_response():
         raise invalid("stream must be true or false", "stream")
     upstream, body = create_target(settings, body, provider_hint())
     gateway_run = body.get("background") is True and PROVIDERS[upstream.name].cancel is None
-    items = as_items(body.get("input")) if gateway_run or keeps_nothing(upstream.name) else None
+    kept = body.get("store") is not False and (gateway_run or keeps_nothing(upstream.name))
+    items = as_items(body.get("input")) if kept else None  # this turn's input, before chaining
+    try:
+        body, previous = chains.follows(settings.store, body, upstream.name, keeps_nothing,
+                                        g.owner)
+    except ValueError as exc:
+        raise invalid(str(exc), "previous_response_id") from None
     if body.get("stream") is True:
-        return stream_create(settings, upstream, body, gateway_run, items)
+        return stream_create(settings, upstream, body, gateway_run, items, previous)
     if gateway_run:
         entry = start_run(settings, upstream, body)
-        keep_input(settings.store, entry.body["id"], items)
+        keep_input(settings.store, entry.body["id"], items, previous)
         return entry.body
     created = call(upstream, "create", body)
     response_id = created.get("id")
     if not isinstance(response_id, str) or not response_id:
         raise BadGateway(upstream.name, f"{upstream.name} created a response but sent no id")
     response = contract_response(created, response_id, upstream.name)
-    keep_input(settings.store, response_id, items)
+    keep_input(settings.store, response_id, items, previous)
     return remember(settings.store, upstream.name, response)
 
 
@@ -245,7 +252,8 @@ def list_input_items(response_id):
     if stored and hint in (None, stored.provider):
         g.provider = stored.provider
         if stored.gateway_run or keeps_nothing(stored.provider):
-            found = page(settings.store.input_items(response_id) or [], **query)
+            kept = settings.store.input_items(response_id)
+            found = page(kept.items if kept else [], **query)
             if found is None:
                 raise invalid(f"no input item {query['after']!r} in this response", "after")
             return input_item_list_schema.dump(found)
@@ -272,13 +280,13 @@ def keeps_nothing(provider):
     return PROVIDERS[provider].retrieve is None
 
 
-def keep_input(store, response_id, items):
+def keep_input(store, response_id, items, previous):
     """Keep a create's input items where its provider keeps none; a store that is down
-    costs only the list."""
+    costs only the list (and the chain)."""
     if items is None:
         return
     try:
-        store.keep_input(response_id, items)
+        store.keep_input(response_id, items, previous)
     except StoreError as exc:
         metrics.count_store_error("keep_input")
         current_app.logger.warning("request %s: the input of %s was not stored: %s",
@@ -290,13 +298,13 @@ def deleted(response_id):
     return deleted_schema.dump({"id": response_id, "object": "response", "deleted": True})
 
 
-def stream_create(settings, upstream, body, gateway_run, items):
+def stream_create(settings, upstream, body, gateway_run, items, previous):
     """Answer a create with server-sent events (streams.py); a refusal is still an envelope."""
     g.provider = upstream.name
     if gateway_run:  # the client follows the run; the run goes on if the client leaves
         stopped = threading.Event()
         entry = start_run(settings, upstream, body)
-        keep_input(settings.store, entry.body["id"], items)
+        keep_input(settings.store, entry.body["id"], items, previous)
         source = streams.following(settings.runner, entry, upstream.name, stopped)
         stop = stopped.set
     else:
@@ -304,7 +312,7 @@ def stream_create(settings, upstream, body, gateway_run, items):
         with metrics.upstream_call(upstream.name):
             generation.open()  # the provider's refusal: an envelope, before the first byte
         kind = streams.passthrough if PROVIDERS[upstream.name].responses_api else streams.translated
-        source = kind(generation, upstream.name, settings.store, g.owner, items)
+        source = kind(generation, upstream.name, settings.store, g.owner, (items, previous))
         stop = generation.close
     return Response(streams.sse(source, stop), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -9,6 +9,7 @@ app for every Exception, turns each into {"error": {type, message, param, code}}
 from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from chains import PreviousNotFound
 from providers.errors import (
     BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected, Untranslatable,
 )
@@ -73,6 +74,9 @@ def as_api_error(exc):
                         "try again", code="store_unavailable")
     if isinstance(exc, Untranslatable):
         return invalid(exc.message, exc.param)
+    if isinstance(exc, PreviousNotFound):  # as OpenAI answers it
+        return ApiError(400, "invalid_request_error", exc.message, "previous_response_id",
+                        "previous_response_not_found")
     if isinstance(exc, NotFound):
         return ApiError(404, "not_found_error", exc.message)
     if isinstance(exc, Rejected):

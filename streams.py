@@ -64,7 +64,7 @@ def sse(source, stop, keepalive=KEEPALIVE):
         stop()
 
 
-def passthrough(generation, provider, store, owner=None, items=None):
+def passthrough(generation, provider, store, owner=None, kept=(None, None)):
     """A Responses API provider's events as they come, `provider` stamped where a Response
     appears; its final Response is stored under the provider's own id."""
     sequence = -1
@@ -81,10 +81,10 @@ def passthrough(generation, provider, store, owner=None, items=None):
         return
     last = generation.reader.last
     if isinstance(last.get("id"), str) and last["id"]:
-        _store(store, last["id"], provider, last, owner, items)
+        _store(store, last["id"], provider, last, owner, kept)
 
 
-def translated(generation, provider, store, owner=None, items=None):
+def translated(generation, provider, store, owner=None, kept=(None, None)):
     """A Chat-only provider's chunks as Responses events; the final Response is stored."""
     writer, response_id = EventWriter(), generation.response_id
     yield from writer.start(contract_response({**generation.queued(), "status": "in_progress"},
@@ -98,11 +98,11 @@ def translated(generation, provider, store, owner=None, items=None):
                 final = contract_response(response, response_id, provider)
     except ProviderError as exc:
         failed = {**(generation.reader.response("failed")), "error": run_error(exc)}
-        _store(store, response_id, provider, failed, owner, items)
+        _store(store, response_id, provider, failed, owner, kept)
         yield writer.error(**run_error(exc))
         return
     if final is not None:  # None: the client went away and the generation was closed
-        yield from writer.finish(_store(store, response_id, provider, final, owner, items))
+        yield from writer.finish(_store(store, response_id, provider, final, owner, kept))
 
 
 def following(runner, entry, provider, stopped):
@@ -129,12 +129,14 @@ def following(runner, entry, provider, stopped):
         yield from writer.finish(last)
 
 
-def _store(store, response_id, provider, response, owner, items):
-    """Store a streamed response's final state, as `owner`'s, and its input `items` (where
-    its provider keeps none); a store that is down costs only the copy."""
+def _store(store, response_id, provider, response, owner, kept):
+    """Store a streamed response's final state, as `owner`'s, and what to keep of its
+    input: (items, previous id), items None where its provider keeps them; a store that is
+    down costs only the copy."""
+    items, previous = kept
     try:
         if items is not None:
-            store.keep_input(response_id, items)
+            store.keep_input(response_id, items, previous)
         return store.record(response_id, provider,
                             contract_response(response, response_id, provider), owner=owner).body
     except (StoreError, BadGateway) as exc:

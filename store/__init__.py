@@ -11,8 +11,8 @@ The contract, for a store made by open_store(url, ttl):
     record(response_id, provider, body, run=False, owner=None) -> Entry  # as stored now
     statuses(response_ids) -> {response_id: status}           # the live ones among them
     heartbeat(response_ids)                                   # runs still going, now
-    keep_input(response_id, items)                            # a create's input, once
-    input_items(response_id) -> list | None                   # what keep_input kept
+    keep_input(response_id, items, previous=None)             # a create's input, once
+    input_items(response_id) -> Kept | None                   # what keep_input kept
 
 record() is a compare-and-set done by the backend in one atomic step, so two
 workers racing cannot interleave. It writes unless that would make the status
@@ -28,8 +28,9 @@ itself: the first cancel, completion or failure is the one that stands.
 heartbeat() stamps the entries of runs that are still going.
 
 keep_input() keeps the input items of a create whose provider keeps none
-(the first call for an id counts); they expire with the entry, and a
-delete's tombstone drops them.
+(the first call for an id counts), and the previous_response_id it followed,
+so a conversation can be rebuilt turn by turn; they expire with the entry,
+and a delete's tombstone drops them.
 
 `owner` names the gateway key that made the response (config.py derives it;
 the key itself is never stored). It is written with the entry's first write
@@ -45,6 +46,13 @@ FINAL = frozenset({"cancelled", "completed", "failed", "incomplete", DELETED})
 
 class StoreError(Exception):
     """The store could not be read or written; the message holds no credentials."""
+
+
+class Kept(NamedTuple):
+    """A create's input, as the store keeps it where its provider keeps none."""
+
+    items: list  # the input items, each with an id
+    previous: str | None  # the previous_response_id the create followed
 
 
 class Entry(NamedTuple):

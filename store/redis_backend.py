@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 import redis
 
-from store import Entry, StoreError, rank
+from store import Entry, Kept, StoreError, rank
 
 KEY_PREFIX = "gateway:response:"
-INPUT_PREFIX = "gateway:input:"  # a create's input items, as JSON
+INPUT_PREFIX = "gateway:input:"  # a create's input items and previous id, as JSON
 TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waited for
 
 # KEYS[1]: the id's hash, KEYS[2]: its input's key. ARGV: provider, status ('' for none), rank, body, now, ttl,
@@ -118,20 +118,21 @@ class RedisStore:
             raise StoreError(f"Redis store: {exc}") from exc
         return {i: status or None for i, status in zip(ids, found) if status is not None}
 
-    def keep_input(self, response_id, items):
+    def keep_input(self, response_id, items, previous=None):
         """Keep a create's input items (the first call for an id counts)."""
+        kept = json.dumps({"items": items, "previous": previous})
         try:
-            self.client.set(INPUT_PREFIX + response_id, json.dumps(items), ex=self.ttl, nx=True)
+            self.client.set(INPUT_PREFIX + response_id, kept, ex=self.ttl, nx=True)
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
 
     def input_items(self, response_id):
-        """The input items kept for an id, or None."""
+        """What keep_input kept for an id (a Kept), or None."""
         try:
-            items = self.client.get(INPUT_PREFIX + response_id)
+            kept = self.client.get(INPUT_PREFIX + response_id)
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
-        return json.loads(items) if items else None
+        return Kept(**json.loads(kept)) if kept else None
 
     def heartbeat(self, response_ids):
         """Stamp the heartbeat of those gateway runs among `response_ids` still going."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from gevent import get_hub, monkey
 
-from store import Entry, StoreError, rank
+from store import Entry, Kept, StoreError, rank
 
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
 CREATE TABLE IF NOT EXISTS inputs (
     id TEXT PRIMARY KEY,
     items TEXT NOT NULL,
+    previous TEXT,
     expires_at REAL NOT NULL
 );
 """
@@ -89,8 +90,8 @@ STATUSES = """
 SELECT id, status FROM responses
 WHERE id IN (SELECT value FROM json_each(?)) AND expires_at > ?
 """
-KEEP_INPUT = "INSERT OR IGNORE INTO inputs (id, items, expires_at) VALUES (?, ?, ?)"
-INPUT = "SELECT items FROM inputs WHERE id = ? AND expires_at > ?"
+KEEP_INPUT = "INSERT OR IGNORE INTO inputs (id, items, previous, expires_at) VALUES (?, ?, ?, ?)"
+INPUT = "SELECT items, previous FROM inputs WHERE id = ? AND expires_at > ?"
 HEARTBEAT = """
 UPDATE responses SET heartbeat_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NOT NULL
@@ -150,16 +151,16 @@ class SQLiteStore:
         with self._write_lock:
             _blocking(self._locked, self._heartbeat, list(response_ids))
 
-    def keep_input(self, response_id, items):
+    def keep_input(self, response_id, items, previous=None):
         """Keep a create's input items (the first call for an id counts)."""
         with self._write_lock:
             _blocking(self._locked, self._write, KEEP_INPUT,
-                      (response_id, json.dumps(items), time.time() + self.ttl))
+                      (response_id, json.dumps(items), previous, time.time() + self.ttl))
 
     def input_items(self, response_id):
-        """The input items kept for an id, or None."""
+        """What keep_input kept for an id (a Kept), or None."""
         row = _blocking(self._read, INPUT, (response_id, time.time()))
-        return json.loads(row[0]) if row else None
+        return Kept(json.loads(row[0]), row[1]) if row else None
 
     # Writers queue on locks that wake each the moment it is its turn: this process's
     # threads (or greenlets) on _write_lock, the processes on a flock() of a file beside

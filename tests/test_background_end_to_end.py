@@ -112,6 +112,28 @@ def test_the_sdk_lists_a_runs_input_items(gateway):
     assert oldest_first.has_more and all(i.id.startswith("msg_") for i in newest_first.data)
 
 
+def test_the_sdk_continues_a_conversation_at_a_chat_only_provider(gateway, streamer):
+    first = sdk(gateway).responses.create(model="anthropic/words-3-0", input="e2e-turn-1",
+                                          background=True)
+    poll(gateway, first.id, lambda r: r.status == "completed")
+
+    second = sdk(gateway).responses.create(model="anthropic/words-2-0", input="e2e-turn-2",
+                                           previous_response_id=first.id, background=True)
+    poll(gateway, second.id, lambda r: r.status == "completed")
+    sdk(gateway).responses.create(model="anthropic/words-2-0", input="e2e-turn-3",
+                                  previous_response_id=second.id, background=True)
+
+    stream = streamer.wait_for("e2e-turn-3", lambda s: s.finished)
+    assert stream.body["messages"] == [
+        {"role": "user", "content": "e2e-turn-1"}, {"role": "assistant", "content": "w0 w1 w2"},
+        {"role": "user", "content": "e2e-turn-2"}, {"role": "assistant", "content": "w0 w1"},
+        {"role": "user", "content": "e2e-turn-3"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        sdk(gateway).responses.create(model="anthropic/words-2-0", input="x",
+                                      previous_response_id="resp_nowhere")
+    assert info.value.code == "previous_response_not_found"
+
+
 def test_cancel_of_a_completed_response_is_400(gateway):
     created = sdk(gateway).responses.create(model="groq/words-2-0", input="e2e-done",
                                             background=True)

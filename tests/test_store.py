@@ -282,12 +282,14 @@ def test_a_creates_input_is_kept_once_and_a_delete_drops_it(store):
               "content": [{"type": "input_text", "text": "hi"}]}]
     store.record(rid, "groq", response(rid, "completed"))
 
-    store.keep_input(rid, items)
+    store.keep_input(rid, items, previous="resp_before")
     store.keep_input(rid, [{"id": "msg_2"}])  # the first call counts
 
-    assert store.input_items(rid) == items and store.input_items(other) is None
+    assert store.input_items(rid) == (items, "resp_before") and store.input_items(other) is None
+    store.keep_input(other, items)
+    assert store.input_items(other).previous is None
     store.record(rid, "groq", response(rid, "in_progress"))  # refused: nothing dropped
-    assert store.input_items(rid) == items
+    assert store.input_items(rid).items == items
     store.record(rid, "groq", {"id": rid, "status": "deleted"})
     assert store.input_items(rid) is None
 
