@@ -1,22 +1,24 @@
 """The gateway's HTTP face: authenticate, validate, pick the provider, answer.
 
-A request reads top to bottom: `authenticate` (every /v1 route), the view
-(`create_response`, `retrieve_response`, `cancel_response`), then the steps it
-names: `lookup` (which provider the store says holds an id), `candidates`
-(which providers to ask), `first_success` (ask them in order), `contract_response`
-(the contract's Response, from schemas.py) and `remember` (tell the store). A background response at
-a provider without native cancel is run by the gateway itself: the views hand
-it to the runner (background.py) and read it from the store. Whatever fails on
-the way, envelope.py turns into the OpenAI error envelope. A create with
-stream: true is answered with server-sent events (streams.py). Provider calls
-live in providers/, the response store in store/.
+A request reads top to bottom: `authenticate` (every /v1 route), then the view
+(`create_response`, `retrieve_response`, `cancel_response`, `delete_response`,
+`list_input_items`), which calls the routing steps of routing.py in order:
+`lookup` and `visible` (what the store holds of an id, and whether this key
+may see it), `candidates` (which providers to ask), `first_success` (ask them
+in order), then `contract_response` (the contract's Response, from schemas.py)
+and `remember` (tell the store). A background response at a provider without
+native cancel is run by the gateway itself: the views hand it to the runner
+(background.py) and read it from the store. A create that follows another
+response is rebuilt where needed (chains.py). Whatever fails on the way,
+envelope.py turns into the OpenAI error envelope. A create with stream: true
+is answered with server-sent events (streams.py). Provider calls live in
+providers/, the response store in store/.
 """
 
 import hmac
 import os
 import re
 import threading
-import unicodedata
 import uuid
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -26,25 +28,20 @@ import chains
 import metrics
 import streams
 from config import Settings, key_digest
-from envelope import ApiError, error_response, invalid, unauthorized, unsupported
+from envelope import ApiError, error_response, invalid, unauthorized
+from items import ORDERS, as_items, page
 from openapi import build_spec
 from providers import PROVIDERS
-from providers.errors import BadGateway, NotFound, ProviderError
+from providers.errors import BadGateway
 from providers.upstream import strict_json
-from items import ORDERS, as_items, page
+from routing import (
+    call, candidates, check_response_id, create_target, first_success, keep_input,
+    keeps_nothing, lookup, provider_hint, remember, visible,
+)
 from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
-from store import DELETED, StoreError, tombstone
+from store import tombstone
 
-MAX_ID_LENGTH = 256
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what we will echo and log as is
-# How a 501 names each operation a provider lacks.
-LACKS = {
-    "retrieve": "cannot retrieve a response natively",
-    "cancel": "has no native cancel for responses, and the gateway cancels only the "
-              "background responses it runs itself",
-    "delete": "keeps no responses to delete; the gateway deletes only those it stored",
-    "input_items": "keeps no input items; the gateway lists only those it stored",
-}
 
 OPENAPI = build_spec()
 
@@ -195,7 +192,7 @@ def retrieve_response(response_id):
         g.provider = stored.provider
         if stored.gateway_run:
             return settings.runner.settle(response_id, stored).body
-        if PROVIDERS[stored.provider].retrieve is None:
+        if keeps_nothing(stored.provider):
             return stored.body  # its provider keeps nothing to refresh it from
     upstreams = candidates(settings, "retrieve", hint, stored)
     provider, body = first_success(upstreams, "retrieve", response_id)
@@ -275,24 +272,6 @@ def list_query():
     return {"limit": int(raw), "order": order, "after": request.args.get("after")}
 
 
-def keeps_nothing(provider):
-    """Whether a provider keeps no responses, so the store keeps what the gateway needs."""
-    return PROVIDERS[provider].retrieve is None
-
-
-def keep_input(store, response_id, items, previous):
-    """Keep a create's input items where its provider keeps none; a store that is down
-    costs only the list (and the chain)."""
-    if items is None:
-        return
-    try:
-        store.keep_input(response_id, items, previous)
-    except StoreError as exc:
-        metrics.count_store_error("keep_input")
-        current_app.logger.warning("request %s: the input of %s was not stored: %s",
-                                   g.request_id, response_id, exc)
-
-
 def deleted(response_id):
     """The answer to a delete, in OpenAI's shape."""
     return deleted_schema.dump({"id": response_id, "object": "response", "deleted": True})
@@ -345,135 +324,3 @@ def json_object_body():
     return body
 
 
-def check_response_id(response_id):
-    """Refuse an id that could not travel upstream as one clean path segment."""
-    if not response_id:
-        problem = "must not be empty"
-    elif len(response_id) > MAX_ID_LENGTH:
-        problem = f"must be at most {MAX_ID_LENGTH} characters"
-    elif any(c.isspace() or unicodedata.category(c) == "Cc" for c in response_id):
-        problem = "must not contain whitespace or control characters"
-    elif response_id in (".", ".."):
-        problem = "must not be '.' or '..'"  # URL libraries resolve these as directories
-    else:
-        return
-    raise invalid(f"response id {problem}", "id")
-
-
-def provider_hint():
-    """The provider ?provider= names (lower-cased), None if absent; 400 if unknown."""
-    hint = request.args.get("provider")
-    if hint is None:
-        return None
-    name = hint.strip().lower()
-    if name not in PROVIDERS:
-        known = ", ".join(PROVIDERS)
-        raise invalid(f"unknown provider {hint[:64]!r}; known providers: {known}", "provider")
-    return name
-
-
-def create_target(settings, body, hint):
-    """The provider a create goes to, and the body to send it (model prefix stripped)."""
-    model = body.get("model")
-    prefix, slash, rest = model.partition("/") if isinstance(model, str) else ("", "", "")
-    prefix = prefix.strip().lower()
-    if hint:  # the model is the provider's own name for it, unless it repeats the hint
-        body = {**body, "model": rest} if prefix == hint and rest else body
-        return configured(settings, "create", hint, "provider"), body
-    if not slash or prefix not in PROVIDERS or not rest:
-        raise invalid(
-            "model must name its provider, as 'provider/model' (e.g. 'openai/gpt-4o-mini'), "
-            f"or pass ?provider=; known providers: {', '.join(PROVIDERS)}", "model",
-        )
-    return configured(settings, "create", prefix, "model"), {**body, "model": rest}
-
-
-def candidates(settings, operation, hint, stored):
-    """The providers to ask, in order: the hint's, else the store's, else every capable one."""
-    if hint:
-        return [configured(settings, operation, hint, "provider")]
-    if stored and stored.provider in settings.upstreams:
-        return [configured(settings, operation, stored.provider, None)]
-    upstreams = [u for name, u in settings.upstreams.items()
-                 if getattr(PROVIDERS[name], operation)]
-    if not upstreams:
-        raise unsupported(f"no configured provider can {operation} a response natively")
-    return upstreams
-
-
-def configured(settings, operation, name, param):
-    """The named provider's Upstream: 501 if it lacks the operation, 400 if not configured."""
-    # Capability is a fact of the provider, whether or not it is configured here.
-    if getattr(PROVIDERS[name], operation) is None:
-        raise unsupported(f"{name} {LACKS[operation]}")
-    if name not in settings.upstreams:
-        raise invalid(f"provider {name!r} is not configured on this gateway", param)
-    return settings.upstreams[name]
-
-
-def first_success(upstreams, operation, response_id, *more):
-    """Run the operation at the first provider that holds the id; a 404 moves on."""
-    first_failure = None
-    for upstream in upstreams:
-        try:
-            return upstream.name, call(upstream, operation, response_id, *more)
-        except NotFound:
-            continue
-        except ProviderError as exc:
-            current_app.logger.warning("request %s: %s at %s failed: %s",
-                                       g.request_id, operation, upstream.name, exc.message)
-            first_failure = first_failure or exc
-    if first_failure:
-        g.provider = first_failure.provider
-        raise first_failure
-    raise not_found(response_id, upstreams)
-
-
-def not_found(response_id, upstreams):
-    """The 404 for an id none of these providers holds."""
-    asked = ", ".join(u.name for u in upstreams)
-    return ApiError(404, "not_found_error", f"response {response_id!r} was not found at {asked}")
-
-
-def visible(settings, operation, hint, stored, response_id):
-    """The stored entry, if the caller may see it: 404 once deleted. Another key's
-    response is answered as an id nobody holds would be after probing (a 404, or a 501
-    where no provider could hold it), with no provider call to time."""
-    if stored is None:
-        return None
-    if stored.owner not in (None, g.owner):
-        raise not_found(response_id, candidates(settings, operation, hint, None))
-    if stored.status == DELETED:
-        raise ApiError(404, "not_found_error", f"response {response_id!r} was deleted")
-    return stored
-
-
-def call(upstream, operation, *arguments):
-    """Run one provider operation, timed and counted."""
-    g.provider = upstream.name
-    with metrics.upstream_call(upstream.name):
-        return getattr(PROVIDERS[upstream.name], operation)(upstream, *arguments)
-
-
-def lookup(store, response_id):
-    """The store's entry for an id; None if it has none or cannot be reached."""
-    try:
-        entry = store.get(response_id)
-    except StoreError as exc:
-        metrics.count_store_error("get")
-        current_app.logger.warning("request %s: %s; routing %s by hint or probing",
-                                   g.request_id, exc, response_id)
-        return None
-    # A provider this version does not know (a shared Redis, an older or newer gateway): probe.
-    return entry if entry and entry.provider in PROVIDERS else None
-
-
-def remember(store, provider, response):
-    """Tell the store; answer what it holds now (a final status is never undone)."""
-    try:
-        return store.record(response["id"], provider, response, owner=g.owner).body
-    except StoreError as exc:
-        metrics.count_store_error("record")
-        current_app.logger.warning("request %s: response %s at %s was not stored: %s",
-                                   g.request_id, response["id"], provider, exc)
-        return response

@@ -1,0 +1,181 @@
+"""Routing policy: which provider a call goes to, and what the store says about an id.
+
+The views in app.py call these in order: check_response_id and provider_hint
+(what the client asked), lookup and visible (what the store holds, and whether
+this caller may see it), candidates (which providers to ask), first_success
+(ask them in order; a 404 moves on) and remember (tell the store). A create
+goes where create_target says. Failures are raised as ApiError or the
+providers' own exceptions; envelope.py turns them into the error envelope.
+"""
+
+import unicodedata
+
+from flask import current_app, g, request
+
+import metrics
+from envelope import ApiError, invalid, unsupported
+from providers import PROVIDERS
+from providers.errors import NotFound, ProviderError
+from store import DELETED, StoreError
+
+MAX_ID_LENGTH = 256
+# How a 501 names each operation a provider lacks.
+LACKS = {
+    "retrieve": "cannot retrieve a response natively",
+    "cancel": "has no native cancel for responses, and the gateway cancels only the "
+              "background responses it runs itself",
+    "delete": "keeps no responses to delete; the gateway deletes only those it stored",
+    "input_items": "keeps no input items; the gateway lists only those it stored",
+}
+
+
+def keeps_nothing(provider):
+    """Whether a provider keeps no responses, so the store keeps what the gateway needs."""
+    return PROVIDERS[provider].retrieve is None
+
+
+def keep_input(store, response_id, items, previous):
+    """Keep a create's input items where its provider keeps none; a store that is down
+    costs only the list (and the chain)."""
+    if items is None:
+        return
+    try:
+        store.keep_input(response_id, items, previous)
+    except StoreError as exc:
+        metrics.count_store_error("keep_input")
+        current_app.logger.warning("request %s: the input of %s was not stored: %s",
+                                   g.request_id, response_id, exc)
+
+
+def check_response_id(response_id):
+    """Refuse an id that could not travel upstream as one clean path segment."""
+    if not response_id:
+        problem = "must not be empty"
+    elif len(response_id) > MAX_ID_LENGTH:
+        problem = f"must be at most {MAX_ID_LENGTH} characters"
+    elif any(c.isspace() or unicodedata.category(c) == "Cc" for c in response_id):
+        problem = "must not contain whitespace or control characters"
+    elif response_id in (".", ".."):
+        problem = "must not be '.' or '..'"  # URL libraries resolve these as directories
+    else:
+        return
+    raise invalid(f"response id {problem}", "id")
+
+
+def provider_hint():
+    """The provider ?provider= names (lower-cased), None if absent; 400 if unknown."""
+    hint = request.args.get("provider")
+    if hint is None:
+        return None
+    name = hint.strip().lower()
+    if name not in PROVIDERS:
+        known = ", ".join(PROVIDERS)
+        raise invalid(f"unknown provider {hint[:64]!r}; known providers: {known}", "provider")
+    return name
+
+
+def create_target(settings, body, hint):
+    """The provider a create goes to, and the body to send it (model prefix stripped)."""
+    model = body.get("model")
+    prefix, slash, rest = model.partition("/") if isinstance(model, str) else ("", "", "")
+    prefix = prefix.strip().lower()
+    if hint:  # the model is the provider's own name for it, unless it repeats the hint
+        body = {**body, "model": rest} if prefix == hint and rest else body
+        return configured(settings, "create", hint, "provider"), body
+    if not slash or prefix not in PROVIDERS or not rest:
+        raise invalid(
+            "model must name its provider, as 'provider/model' (e.g. 'openai/gpt-4o-mini'), "
+            f"or pass ?provider=; known providers: {', '.join(PROVIDERS)}", "model",
+        )
+    return configured(settings, "create", prefix, "model"), {**body, "model": rest}
+
+
+def candidates(settings, operation, hint, stored):
+    """The providers to ask, in order: the hint's, else the store's, else every capable one."""
+    if hint:
+        return [configured(settings, operation, hint, "provider")]
+    if stored and stored.provider in settings.upstreams:
+        return [configured(settings, operation, stored.provider, None)]
+    upstreams = [u for name, u in settings.upstreams.items()
+                 if getattr(PROVIDERS[name], operation)]
+    if not upstreams:
+        raise unsupported(f"no configured provider can {operation} a response natively")
+    return upstreams
+
+
+def configured(settings, operation, name, param):
+    """The named provider's Upstream: 501 if it lacks the operation, 400 if not configured."""
+    # Capability is a fact of the provider, whether or not it is configured here.
+    if getattr(PROVIDERS[name], operation) is None:
+        raise unsupported(f"{name} {LACKS[operation]}")
+    if name not in settings.upstreams:
+        raise invalid(f"provider {name!r} is not configured on this gateway", param)
+    return settings.upstreams[name]
+
+
+def first_success(upstreams, operation, response_id, *more):
+    """Run the operation at the first provider that holds the id; a 404 moves on."""
+    first_failure = None
+    for upstream in upstreams:
+        try:
+            return upstream.name, call(upstream, operation, response_id, *more)
+        except NotFound:
+            continue
+        except ProviderError as exc:
+            current_app.logger.warning("request %s: %s at %s failed: %s",
+                                       g.request_id, operation, upstream.name, exc.message)
+            first_failure = first_failure or exc
+    if first_failure:
+        g.provider = first_failure.provider
+        raise first_failure
+    raise not_found(response_id, upstreams)
+
+
+def not_found(response_id, upstreams):
+    """The 404 for an id none of these providers holds."""
+    asked = ", ".join(u.name for u in upstreams)
+    return ApiError(404, "not_found_error", f"response {response_id!r} was not found at {asked}")
+
+
+def visible(settings, operation, hint, stored, response_id):
+    """The stored entry, if the caller may see it: 404 once deleted. Another key's
+    response is answered as an id nobody holds would be after probing (a 404, or a 501
+    where no provider could hold it), with no provider call to time."""
+    if stored is None:
+        return None
+    if stored.owner not in (None, g.owner):
+        raise not_found(response_id, candidates(settings, operation, hint, None))
+    if stored.status == DELETED:
+        raise ApiError(404, "not_found_error", f"response {response_id!r} was deleted")
+    return stored
+
+
+def call(upstream, operation, *arguments):
+    """Run one provider operation, timed and counted."""
+    g.provider = upstream.name
+    with metrics.upstream_call(upstream.name):
+        return getattr(PROVIDERS[upstream.name], operation)(upstream, *arguments)
+
+
+def lookup(store, response_id):
+    """The store's entry for an id; None if it has none or cannot be reached."""
+    try:
+        entry = store.get(response_id)
+    except StoreError as exc:
+        metrics.count_store_error("get")
+        current_app.logger.warning("request %s: %s; routing %s by hint or probing",
+                                   g.request_id, exc, response_id)
+        return None
+    # A provider this version does not know (a shared Redis, an older or newer gateway): probe.
+    return entry if entry and entry.provider in PROVIDERS else None
+
+
+def remember(store, provider, response):
+    """Tell the store; answer what it holds now (a final status is never undone)."""
+    try:
+        return store.record(response["id"], provider, response, owner=g.owner).body
+    except StoreError as exc:
+        metrics.count_store_error("record")
+        current_app.logger.warning("request %s: response %s at %s was not stored: %s",
+                                   g.request_id, response["id"], provider, exc)
+        return response
