@@ -186,8 +186,11 @@ def retrieve_response(response_id):
     """Fetch a response's current state from the provider that holds it."""
     check_response_id(response_id)
     settings = current_app.extensions["gateway"]
-    hint = provider_hint()
-    stored = visible(settings, "retrieve", hint, lookup(settings.store, response_id), response_id)
+    hint, after = provider_hint(), stream_again()
+    operation = "retrieve" if after is None else "resume"
+    stored = visible(settings, operation, hint, lookup(settings.store, response_id), response_id)
+    if after is not None:
+        return resume_stream(settings, response_id, hint, stored, after)
     if stored and hint in (None, stored.provider):
         g.provider = stored.provider
         if stored.gateway_run:
@@ -277,6 +280,42 @@ def deleted(response_id):
     return deleted_schema.dump({"id": response_id, "object": "response", "deleted": True})
 
 
+def stream_again():
+    """With ?stream=true, the sequence number to stream after (starting_after; -1 for
+    every event); None for the Response as JSON."""
+    stream = request.args.get("stream", "false")
+    if stream not in ("true", "false"):
+        raise invalid("stream must be true or false", "stream")
+    after = request.args.get("starting_after", "-1")
+    if not (after.isdigit() or after == "-1"):
+        raise invalid("starting_after must be a sequence number", "starting_after")
+    return int(after) if stream == "true" else None
+
+
+def resume_stream(settings, response_id, hint, stored, after):
+    """Stream a background response again: its events after `after`, then the rest live,
+    from the gateway's record of its own runs, or from the provider that runs it."""
+    if stored and hint in (None, stored.provider):
+        g.provider = stored.provider
+        if stored.gateway_run:
+            stopped = threading.Event()  # the client left: stop reading the run's events
+            return event_stream(streams.following(settings.runner, response_id, after, stopped),
+                                stopped.set)
+        if PROVIDERS[stored.provider].resume is None:  # so nothing it holds ran in background
+            raise invalid(f"response {response_id!r} is not a background response, so it "
+                          "cannot be streamed again", "stream")
+    upstreams = candidates(settings, "resume", hint, stored)
+    provider, generation = first_success(upstreams, "resume", response_id, after)
+    source = streams.passthrough(generation, provider, settings.store, g.owner)
+    return event_stream(source, generation.close)
+
+
+def event_stream(source, stop):
+    """A streamed answer: `source`'s events as server-sent events (streams.sse)."""
+    return Response(streams.sse(source, stop), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
 def stream_create(settings, upstream, body, gateway_run, items, previous):
     """Answer a create with server-sent events (streams.py); a refusal is still an envelope."""
     g.provider = upstream.name
@@ -284,7 +323,7 @@ def stream_create(settings, upstream, body, gateway_run, items, previous):
         stopped = threading.Event()
         entry = start_run(settings, upstream, body)
         keep_input(settings.store, entry.body["id"], items, previous)
-        source = streams.following(settings.runner, entry, upstream.name, stopped)
+        source = streams.following(settings.runner, entry.body["id"], -1, stopped)
         stop = stopped.set
     else:
         generation = PROVIDERS[upstream.name].stream(upstream, body)  # refused fields: 400 now
@@ -293,8 +332,7 @@ def stream_create(settings, upstream, body, gateway_run, items, previous):
         kind = streams.passthrough if PROVIDERS[upstream.name].responses_api else streams.translated
         source = kind(generation, upstream.name, settings.store, g.owner, (items, previous))
         stop = generation.close
-    return Response(streams.sse(source, stop), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(source, stop)
 
 
 def start_run(settings, upstream, body):

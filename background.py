@@ -18,6 +18,12 @@ the gateway's run). From there, in this process, and never on a request thread:
   heartbeats of the jobs here every lease / 4 seconds: with thousands of runs
   those writes take a while, and a stop must not wait for them.
 - The job writes its final Response, completed, incomplete or failed.
+- As it goes, the job numbers the run's streaming events once (response.created,
+  queued, in_progress, the deltas, the ending) into its log; the saver hands
+  every run's new events to the store in one call a round. replay() serves
+  them to any client streaming the run, from this process's memory or from
+  the store in another, so every read gets the same events under the same
+  sequence numbers, and a client that dropped can pick up after any of them.
 
 Every write about a run is strict (store/), so the first final status stands:
 a late write of the job cannot undo a cancel. A run whose heartbeat is older
@@ -41,14 +47,17 @@ import metrics
 from providers.errors import (
     BadGateway, GatewayTimeout, NotFound, ProviderError, RateLimited, Rejected,
 )
+from providers.events import ENDINGS, FINAL_EVENT, EventWriter
 from schemas import contract_response
-from store import FINAL, StoreError, tombstone
+from store import DELETED, FINAL, StoreError, tombstone
 
 log = logging.getLogger("gateway.background")
 
 WATCH_EVERY = 0.2  # seconds; a cancel anywhere stops the generation within this and a read
 PROGRESS_EVERY = 0.5  # seconds between writes of a job's output so far
-FOLLOW_EVERY = 0.05  # seconds between looks at a run's output, for a client streaming it
+FOLLOW_EVERY = 0.05  # seconds between looks at a run's events here, for a client streaming it
+REPLAY_EVERY = 0.2  # seconds between looks at the store for a run elsewhere's new events
+ENDING_GRACE = 5.0  # seconds a run is final in the store before its unlogged ending is lost
 LOST = "its run was lost: the gateway process running it stopped (restarted or killed)"
 NOT_STARTED = "its run never started: the gateway process holding it was stopping"
 
@@ -75,6 +84,9 @@ class Job:
         self.saved_at = 0.0
         self.stopped = False
         self.ended = threading.Event()  # set once the job is done here, however it ended
+        self.writer = EventWriter()  # numbers the run's streaming events, once for every reader
+        self.log = []  # those events; an event's index is its sequence number
+        self.logged = 0  # how many of them the store has
 
     def stop(self):
         """Stop the run: it never starts, or its upstream connection is shut now."""
@@ -104,6 +116,7 @@ class Runner:
         self._jobs = {}  # response_id -> Job, queued or running here
         self._queue = collections.deque()  # jobs no thread has taken yet
         self._workers = 0  # threads running jobs here
+        self._ending = []  # jobs done here whose last events the store may not have yet
         self._next_heartbeat = 0.0
         self._pid = os.getpid()
         if self.watch_every:
@@ -122,6 +135,8 @@ class Runner:
         self._here()
         entry = self._record(generation.response_id, provider, generation.queued(), owner)
         job = Job(provider, generation)
+        job.log += [*job.writer.start(entry.body),
+                    job.writer.event("response.queued", response=entry.body)]
         with self._lock:  # with _work's look for a next job: no job is left with no thread
             self._jobs[job.response_id] = job
             self._queue.append(job)
@@ -136,21 +151,33 @@ class Runner:
         with self._lock:
             return set(self._jobs)
 
-    def follow(self, response_id, stopped):
-        """The Response of a run here each time its output grows, then as it ended (read
-        from the store); stops early once `stopped` is set. Raises StoreError."""
+    def replay(self, response_id, after, stopped):
+        """A run's streaming events numbered after `after`, then each as the run makes it,
+        to its ending event; stops early once `stopped` is set. The same events, under the
+        same numbers, whoever reads them from whichever process. Raises StoreError."""
         self._here()
-        job, seen = self._jobs.get(response_id), None
-        while job is not None and not stopped.is_set():
-            latest = job.latest
-            if latest is not None and latest is not seen:
-                seen = latest
-                yield latest
-            if job.ended.wait(FOLLOW_EVERY):
-                break
-        entry = self.store.get(response_id)
-        if entry is not None and not stopped.is_set():
-            yield entry.body
+        job, final_since = self._jobs.get(response_id), None
+        while not stopped.is_set():
+            events = job.log[after + 1:] if job else self.store.events(response_id, after)
+            for event in events:
+                yield event
+                after = event["sequence_number"]
+                if event["type"] in ENDINGS:
+                    return
+            if job:  # here: its events are in memory, and the last comes before it ends
+                job.ended.wait(FOLLOW_EVERY)
+                continue
+            entry = self.store.get(response_id)
+            if entry is None or entry.status == DELETED:
+                return
+            if entry.status in FINAL or self.clock() - entry.heartbeat_at > self.lease:
+                final_since = final_since or time.monotonic()
+                if time.monotonic() - final_since > ENDING_GRACE:  # its process is gone
+                    body = self.settle(response_id, entry).body
+                    yield {"type": FINAL_EVENT[body["status"]], "sequence_number": after + 1,
+                           "response": body}
+                    return
+            time.sleep(REPLAY_EVERY)
 
     def settle(self, response_id, entry):
         """A gateway run's entry as it stands, failed first if its heartbeat is past the lease."""
@@ -199,8 +226,10 @@ class Runner:
                     jobs[response_id].stop()
 
     def save_progress(self):
-        """Write each job's new output (at most every PROGRESS_EVERY) and the heartbeats."""
+        """Write each job's new output (at most every PROGRESS_EVERY), the runs' new events
+        (all in one store call) and the heartbeats."""
         jobs, now = self._current(), self.clock()
+        self._log(jobs.values())
         for job in jobs.values():
             latest = job.latest  # None once the job holds its final Response: nothing to add
             if (latest is not None and latest is not job.saved and not job.stopped
@@ -210,6 +239,21 @@ class Runner:
         if jobs and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.lease / 4
             self.store.heartbeat(list(jobs))
+
+    def _log(self, jobs):
+        """Hand the store, in one call, every new event of these jobs and of those ended."""
+        with self._lock:
+            pending = [job for job in [*jobs, *self._ending] if len(job.log) > job.logged]
+            self._ending = []
+        batch = [(job.response_id, job.logged, job.log[job.logged:]) for job in pending]
+        try:
+            self.store.append_events(batch)
+        except StoreError:
+            with self._lock:  # the ended ones are tried again next round
+                self._ending += [job for job in pending if job.ended.is_set()]
+            raise
+        for job, (_, first, events) in zip(pending, batch):
+            job.logged = first + len(events)
 
     def _current(self):
         with self._lock:
@@ -262,24 +306,35 @@ class Runner:
         """The job is done here, however it ended: drop it, and tell whoever follows it."""
         with self._lock:
             self._jobs.pop(job.response_id, None)
+            self._ending.append(job)
         job.ended.set()
 
+    def _end(self, job, entry):
+        """Write the events that end the run's stream, as the store holds its ending."""
+        if entry is not None and entry.status in FINAL and entry.status != DELETED:
+            job.log += job.writer.finish(entry.body)
+
     def _never_start(self, job):
-        self._fail(job.response_id, job.provider, job.generation.queued(), "run_lost", NOT_STARTED)
+        self._end(job, self._fail(job.response_id, job.provider, job.generation.queued(),
+                                  "run_lost", NOT_STARTED))
         metrics.count_run(job.provider, "failed")
 
     def _run(self, job):
         """Run one job to its end, unless it is stopped first."""
         generation = job.generation
         started = {**generation.queued(), "status": "in_progress"}
-        if job.stopped or self._write(job, started).status != "in_progress":
+        entry = None if job.stopped else self._write(job, started)
+        if entry is None or entry.status != "in_progress":
+            self._end(job, entry or self.store.get(job.response_id))
             return  # cancelled while queued: it never starts
+        job.log.append(job.writer.event("response.in_progress", response=entry.body))
         job.saved, job.saved_at = started, self.clock()
         final = None
         try:
             for response in generation:
                 if response["status"] == "in_progress":
                     job.latest = response
+                    job.log += job.writer.update(response)
                 else:
                     final = response
         except ProviderError as exc:
@@ -290,9 +345,11 @@ class Runner:
                                                    "message": "the gateway failed this run"})
         if job.stopped or final is None:
             metrics.count_run(job.provider, "cancelled")
+            self._end(job, self.store.get(job.response_id))
             return  # the cancel wrote the final state
         job.saved = job.latest = None
         stored = self._write(job, final)
+        self._end(job, stored)
         metrics.count_run(job.provider, stored.status)
         if stored.status == "failed":
             log.warning("background response %s at %s failed: %s", job.response_id,

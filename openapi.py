@@ -49,6 +49,12 @@ CREATE_BODY = {"required": True, "content": {"application/json": {"schema": {
 }}}}
 
 
+STREAM_PARAMS = [
+    {"name": "stream", "in": "query", "description": "true: stream a background response "
+     "again, as server-sent events", "schema": {"type": "boolean", "default": False}},
+    {"name": "starting_after", "in": "query", "description": "With stream=true, the events "
+     "after this sequence number", "schema": {"type": "integer", "minimum": -1}},
+]
 LIST_PARAMS = [
     {"name": "limit", "in": "query", "description": "Items on a page, 1 to 100",
      "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
@@ -91,10 +97,15 @@ def build_spec():
         "type": "string", "description": "With stream: true, the Responses API's events"}}
     spec.path(path="/v1/responses", operations={"post": create})
     no_body = {k: v for k, v in GATEWAY_STATUSES.items() if k != "413"}
+    retrieve = operation(
+        "Get a response",
+        [ID_PARAM, provider_param("Provider override for native retrieval"), *STREAM_PARAMS],
+        no_body)
+    retrieve["responses"]["200"]["content"]["text/event-stream"] = {"schema": {
+        "type": "string", "description": "With stream=true, a background response's events "
+                                         "after starting_after, then the rest as they come"}}
     spec.path(path="/v1/responses/{id}", operations={
-        "get": operation(
-            "Get a response", [ID_PARAM, provider_param("Provider override for native retrieval")],
-            no_body),
+        "get": retrieve,
         "delete": operation(
             "Delete a response",
             [ID_PARAM, provider_param("Provider override for native deletion")], no_body,

@@ -26,6 +26,8 @@ LACKS = {
               "background responses it runs itself",
     "delete": "keeps no responses to delete; the gateway deletes only those it stored",
     "input_items": "keeps no input items; the gateway lists only those it stored",
+    "resume": "runs no background responses to stream again; the gateway streams again "
+              "only those it runs itself",
 }
 
 

@@ -105,28 +105,19 @@ def translated(generation, provider, store, owner=None, kept=(None, None)):
         yield from writer.finish(_store(store, response_id, provider, final, owner, kept))
 
 
-def following(runner, entry, provider, stopped):
-    """The progress of a background response the gateway runs, as the run goes on, until
-    it ends or `stopped` is set (the client left: the run goes on without it)."""
-    writer, response_id = EventWriter(), entry.body["id"]
-    yield from writer.start(entry.body)
-    yield writer.event("response.queued", response=entry.body)
-    last = entry.body
+def following(runner, response_id, after, stopped):
+    """A background response the gateway runs, as the run goes on: its events numbered
+    after `after`, until it ends or `stopped` is set (the client left: the run goes on
+    without it). Every reader gets the same events under the same numbers."""
     try:
-        for response in runner.follow(response_id, stopped):
-            status = last["status"]
-            last = contract_response(response, response_id, provider)
-            if last["status"] == "in_progress" and status != "in_progress":
-                yield writer.event("response.in_progress", response=last)
-            if last["status"] in ("queued", "in_progress"):
-                yield from writer.update(last)
+        for event in runner.replay(response_id, after, stopped):
+            after = event["sequence_number"]
+            yield event
     except StoreError as exc:
         log.warning("stream of %s: %s", response_id, exc)
-        yield writer.error("store_unavailable", "the response store could not be reached; "
-                                                "retrieve the response later")
-        return
-    if not stopped.is_set():
-        yield from writer.finish(last)
+        yield {"type": "error", "sequence_number": after + 1, "param": None,
+               "code": "store_unavailable",
+               "message": "the response store could not be reached; retrieve the response later"}
 
 
 def _store(store, response_id, provider, response, owner, kept):

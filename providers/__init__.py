@@ -35,10 +35,11 @@ class Operations(NamedTuple):
     responses_api: bool  # False: Chat Completions only, the create is translated
     delete: Callable | None = None  # (upstream, response_id) -> {"id", "deleted", ...}
     input_items: Callable | None = None  # (upstream, response_id, query) -> a list object
+    resume: Callable | None = None  # (upstream, response_id, after) -> an open Generation
 
 
 LIFECYCLE = Operations(oa.create, oa.retrieve, oa.cancel, oa.stream, True, oa.delete,
-                       oa.input_items)
+                       oa.input_items, oa.resume)
 STORED = Operations(oa.create, oa.retrieve, None, oa.stream, True, oa.delete,
                     oa.input_items)  # keeps responses
 STATELESS = Operations(oa.create, None, None, oa.stream, True)  # forgets them at once

@@ -16,6 +16,7 @@ import copy
 # (the Response it carries says cancelled).
 FINAL_EVENT = {"completed": "response.completed", "incomplete": "response.incomplete",
                "failed": "response.failed", "cancelled": "response.incomplete"}
+ENDINGS = frozenset(FINAL_EVENT.values())  # the events that end a stream
 
 
 class EventWriter:

@@ -31,6 +31,16 @@ def input_items(upstream, response_id, query):
                         params=query)
 
 
+def resume(upstream, response_id, after):
+    """A background response's stream again, its events after sequence number `after`
+    (all of them for -1): GET {base_url}/responses/{id}?stream=true&starting_after=N,
+    opened (a refusal raises)."""
+    query = "stream=true" + (f"&starting_after={after}" if after >= 0 else "")
+    reader = ResponsesReader(upstream, response_id, None)
+    path = f"responses/{path_segment(response_id)}?{query}"
+    return Generation(upstream, path, None, reader, method="GET").open()
+
+
 def stream(upstream, body):
     """A streamed generation: POST {base_url}/responses with the body and stream: true."""
     reader = ResponsesReader(upstream, new_response_id(), body.get("model"))

@@ -32,8 +32,9 @@ FINAL_EVENTS = {"response.completed": "completed", "response.incomplete": "incom
 class Generation:
     """One streamed generation at a provider; see the module's docstring."""
 
-    def __init__(self, upstream, path, payload, reader):
+    def __init__(self, upstream, path, payload, reader, method="POST"):
         self.upstream, self.path, self.payload, self.reader = upstream, path, payload, reader
+        self.method = method  # GET: a stream asked for again, with no body
         self.response_id = reader.response_id
         self._resp = None
         self._closed = False
@@ -45,7 +46,7 @@ class Generation:
     def open(self):
         """Send the request now, if not yet sent; raise the ProviderError of a refusal."""
         if self._resp is None:
-            self._resp = open_stream(self.upstream, self.path, self.payload)
+            self._resp = open_stream(self.upstream, self.path, self.payload, self.method)
         return self
 
     def events(self):

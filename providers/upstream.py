@@ -116,10 +116,10 @@ def request_json(upstream, method, path, body=None, replay_safe=True, params=Non
     return payload
 
 
-def open_stream(upstream, path, body):
-    """POST a body that asks for a stream; return the open response once the provider
-    has accepted it (2xx), or raise the ProviderError its refusal means."""
-    resp = _send(upstream, "POST", path, body, replay_safe=False)
+def open_stream(upstream, path, body, method="POST"):
+    """Ask for a stream (POST a body, or GET one again); return the open response once
+    the provider has accepted it (2xx), or raise the ProviderError its refusal means."""
+    resp = _send(upstream, method, path, body, replay_safe=method == "GET")
     if not 200 <= resp.status_code < 300:
         with resp:
             payload = _read_json(upstream, resp)

@@ -13,6 +13,8 @@ The contract, for a store made by open_store(url, ttl):
     heartbeat(response_ids)                                   # runs still going, now
     keep_input(response_id, items, previous=None)             # a create's input, once
     input_items(response_id) -> Kept | None                   # what keep_input kept
+    append_events([(response_id, first, events), ...])        # runs' events, numbered
+    events(response_id, after) -> [event]                     # those numbered after `after`
 
 record() is a compare-and-set done by the backend in one atomic step, so two
 workers racing cannot interleave. It writes unless that would make the status
@@ -32,6 +34,11 @@ keep_input() keeps the input items of a create whose provider keeps none
 so a conversation can be rebuilt turn by turn; they expire with the entry,
 and a delete's tombstone drops them.
 
+append_events() logs gateway runs' streaming events, each run's numbered from
+`first` on (their sequence numbers; a run's process is its one writer), so a
+client can resume a stream from any process; they are kept EVENTS_KEEP
+seconds after a run's last was added.
+
 `owner` names the gateway key that made the response (config.py derives it;
 the key itself is never stored). It is written with the entry's first write
 and never changed by a later one, whoever makes it; None is no owner.
@@ -40,6 +47,7 @@ and never changed by a later one, whoever makes it; None is no owner.
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+EVENTS_KEEP = 3600.0  # seconds a run's events are kept after its last one
 DELETED = "deleted"  # a tombstone: the response was deleted, and no write brings it back
 FINAL = frozenset({"cancelled", "completed", "failed", "incomplete", DELETED})
 

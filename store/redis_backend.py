@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 
 import redis
 
-from store import Entry, Kept, StoreError, rank
+from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
 
 KEY_PREFIX = "gateway:response:"
 INPUT_PREFIX = "gateway:input:"  # a create's input items and previous id, as JSON
+EVENTS_PREFIX = "gateway:events:"  # a run's events, a list whose index is the sequence number
 TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waited for
 
 # KEYS[1]: the id's hash, KEYS[2]: its input's key. ARGV: provider, status ('' for none), rank, body, now, ttl,
@@ -125,6 +126,31 @@ class RedisStore:
             self.client.set(INPUT_PREFIX + response_id, kept, ex=self.ttl, nx=True)
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
+
+    def append_events(self, batch):
+        """Log runs' events: for each (response_id, first, events), numbered from `first`
+        (each run's process is its one writer)."""
+        batch = [(rid, first, events) for rid, first, events in batch if events]
+        if not batch:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for response_id, first, events in batch:
+                    key = EVENTS_PREFIX + response_id
+                    pipe.ltrim(key, 0, first - 1)  # what a retried batch wrote once goes
+                    pipe.rpush(key, *(json.dumps(event) for event in events))
+                    pipe.expire(key, int(EVENTS_KEEP))
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+
+    def events(self, response_id, after):
+        """The run's logged events numbered after `after`, in order."""
+        try:
+            found = self.client.lrange(EVENTS_PREFIX + response_id, after + 1, -1)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis store: {exc}") from exc
+        return [json.loads(e) for e in found]
 
     def input_items(self, response_id):
         """What keep_input kept for an id (a Kept), or None."""

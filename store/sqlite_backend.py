@@ -21,7 +21,7 @@ from pathlib import Path
 
 from gevent import get_hub, monkey
 
-from store import Entry, Kept, StoreError, rank
+from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
 
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS responses (
     owner TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_at);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (id, seq)
+);
 CREATE TABLE IF NOT EXISTS inputs (
     id TEXT PRIMARY KEY,
     items TEXT NOT NULL,
@@ -92,6 +99,9 @@ WHERE id IN (SELECT value FROM json_each(?)) AND expires_at > ?
 """
 KEEP_INPUT = "INSERT OR IGNORE INTO inputs (id, items, previous, expires_at) VALUES (?, ?, ?, ?)"
 INPUT = "SELECT items, previous FROM inputs WHERE id = ? AND expires_at > ?"
+APPEND_EVENT = "INSERT OR IGNORE INTO events (id, seq, event, expires_at) VALUES (?, ?, ?, ?)"
+KEEP_EVENTS = "UPDATE events SET expires_at = ? WHERE id = ?"
+EVENTS = "SELECT event FROM events WHERE id = ? AND seq > ? AND expires_at > ? ORDER BY seq"
 HEARTBEAT = """
 UPDATE responses SET heartbeat_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NOT NULL
@@ -157,6 +167,17 @@ class SQLiteStore:
             _blocking(self._locked, self._write, KEEP_INPUT,
                       (response_id, json.dumps(items), previous, time.time() + self.ttl))
 
+    def append_events(self, batch):
+        """Log runs' events: for each (response_id, first, events), numbered from `first`."""
+        batch = [(rid, first, list(events)) for rid, first, events in batch if events]
+        if batch:
+            with self._write_lock:
+                _blocking(self._locked, self._append_events, batch)
+
+    def events(self, response_id, after):
+        """The run's logged events numbered after `after`, in order."""
+        return _blocking(self._events, response_id, after)
+
     def input_items(self, response_id):
         """What keep_input kept for an id (a Kept), or None."""
         row = _blocking(self._read, INPUT, (response_id, time.time()))
@@ -190,6 +211,27 @@ class SQLiteStore:
                 return dict(rows.fetchall())
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
+
+    def _append_events(self, batch):
+        expires_at = time.time() + EVENTS_KEEP
+        rows = [(response_id, first + i, json.dumps(event), expires_at)
+                for response_id, first, events in batch for i, event in enumerate(events)]
+        try:
+            with self._connection() as db:
+                with db:  # one transaction: every event of the batch, or none
+                    db.execute("BEGIN")
+                    db.executemany(APPEND_EVENT, rows)
+                    db.executemany(KEEP_EVENTS, [(expires_at, rid) for rid, _, _ in batch])
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
+
+    def _events(self, response_id, after):
+        try:
+            with self._connection() as db:
+                rows = db.execute(EVENTS, (response_id, after, time.time())).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
+        return [json.loads(row[0]) for row in rows]
 
     def _heartbeat(self, response_ids):
         self._write(HEARTBEAT, (time.time(), json.dumps(response_ids)))
@@ -229,6 +271,7 @@ class SQLiteStore:
                     self._next_purge = now + PURGE_EVERY
                     db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
                     db.execute("DELETE FROM inputs WHERE expires_at <= ?", (now,))
+                    db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
         return _entry(row)

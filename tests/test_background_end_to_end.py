@@ -134,6 +134,21 @@ def test_the_sdk_continues_a_conversation_at_a_chat_only_provider(gateway, strea
     assert info.value.code == "previous_response_not_found"
 
 
+def test_the_sdk_resumes_a_runs_stream_with_the_same_numbers_on_every_read(gateway):
+    created = sdk(gateway).responses.create(model="anthropic/words-40-20", input="e2e-resume",
+                                            background=True)
+    poll(gateway, created.id, running)
+
+    live = list(sdk(gateway).responses.retrieve(created.id, stream=True, starting_after=2))
+    again = list(sdk(gateway).responses.retrieve(created.id, stream=True))  # after its end
+
+    assert live[0].sequence_number == 3 and live[-1].type == "response.completed"
+    assert [e.model_dump() for e in again[3:]] == [e.model_dump() for e in live]
+    assert [e.sequence_number for e in again] == list(range(len(again)))
+    text = "".join(e.delta for e in again if e.type == "response.output_text.delta")
+    assert text == " ".join(f"w{i}" for i in range(40))
+
+
 def test_cancel_of_a_completed_response_is_400(gateway):
     created = sdk(gateway).responses.create(model="groq/words-2-0", input="e2e-done",
                                             background=True)

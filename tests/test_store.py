@@ -301,3 +301,20 @@ def test_kept_input_expires_with_the_ttl(store_url):
     time.sleep(1.2)
 
     assert store.input_items(rid) is None
+
+
+def test_a_runs_events_are_logged_in_order_and_read_after_any_number(store):
+    rid = new_id()
+    events = [{"type": "response.created", "sequence_number": 0},
+              {"type": "response.output_text.delta", "sequence_number": 1, "delta": "a"},
+              {"type": "response.output_text.delta", "sequence_number": 2, "delta": "b"}]
+
+    other = new_id()
+    store.append_events([(rid, 0, events[:2]), (other, 0, events[:1])])
+    store.append_events([(rid, 2, events[2:])])
+    store.append_events([(rid, 2, events[2:])])  # the same batch again changes nothing
+    store.append_events([(rid, 3, [])])
+
+    assert store.events(rid, -1) == events and store.events(other, -1) == events[:1]
+    assert store.events(rid, 0) == events[1:] and store.events(rid, 2) == []
+    assert store.events(new_id(), -1) == []
