@@ -3,10 +3,10 @@
 A request reads top to bottom: `authenticate` (every /v1 route), then the view
 (`create_response`, `retrieve_response`, `cancel_response`, `delete_response`,
 `list_input_items`), which calls the routing steps of routing.py in order:
-`lookup` and `visible` (what the store holds of an id, and whether this key
-may see it), `candidates` (which providers to ask), `first_success` (ask them
-in order), then `contract_response` (the contract's Response, from schemas.py)
-and `remember` (tell the store). A background response at a provider without
+`held` (what the store holds of an id, and whether this key may see it),
+`candidates` (which providers to ask), `first_success` (ask them in order),
+then `contract_response` (the contract's Response, from schemas.py) and
+`remember` (tell the store). A background response at a provider without
 native cancel is run by the gateway itself: the views hand it to the runner
 (background.py) and read it from the store. A create that follows another
 response is rebuilt where needed (chains.py). Whatever fails on the way,
@@ -35,8 +35,8 @@ from providers import PROVIDERS
 from providers.errors import BadGateway
 from providers.upstream import strict_json
 from routing import (
-    call, candidates, check_response_id, create_target, first_success, keep_input,
-    keeps_nothing, lookup, provider_hint, remember, visible,
+    call, candidates, create_target, first_success, held, keep_input, keeps_nothing,
+    provider_hint, remember,
 )
 from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
 from store import tombstone
@@ -184,15 +184,13 @@ def create_response():
 @bp.get("/responses/<string(minlength=0):response_id>")
 def retrieve_response(response_id):
     """Fetch a response's current state from the provider that holds it."""
-    check_response_id(response_id)
     settings = current_app.extensions["gateway"]
     hint, after = provider_hint(), stream_again()
     operation = "retrieve" if after is None else "resume"
-    stored = visible(settings, operation, hint, lookup(settings.store, response_id), response_id)
+    stored, here = held(settings, operation, response_id, hint)
     if after is not None:
-        return resume_stream(settings, response_id, hint, stored, after)
-    if stored and hint in (None, stored.provider):
-        g.provider = stored.provider
+        return resume_stream(settings, response_id, hint, stored, here, after)
+    if here:
         if stored.gateway_run:
             return settings.runner.settle(response_id, stored).body
         if keeps_nothing(stored.provider):
@@ -205,12 +203,9 @@ def retrieve_response(response_id):
 @bp.post("/responses/<string(minlength=0):response_id>/cancel")
 def cancel_response(response_id):
     """Cancel a background response at whichever provider holds it."""
-    check_response_id(response_id)
-    settings = current_app.extensions["gateway"]
-    hint = provider_hint()
-    stored = visible(settings, "cancel", hint, lookup(settings.store, response_id), response_id)
-    if stored and hint in (None, stored.provider):
-        g.provider = stored.provider
+    settings, hint = current_app.extensions["gateway"], provider_hint()
+    stored, here = held(settings, "cancel", response_id, hint)
+    if here:
         if stored.gateway_run:
             return cancel_run(settings, response_id, stored)
         if stored.status == "cancelled":
@@ -223,12 +218,9 @@ def cancel_response(response_id):
 @bp.delete("/responses/<string(minlength=0):response_id>")
 def delete_response(response_id):
     """Delete a response: at its provider where that keeps responses, and in the store."""
-    check_response_id(response_id)
-    settings = current_app.extensions["gateway"]
-    hint = provider_hint()
-    stored = visible(settings, "delete", hint, lookup(settings.store, response_id), response_id)
-    if stored and hint in (None, stored.provider):
-        g.provider = stored.provider
+    settings, hint = current_app.extensions["gateway"], provider_hint()
+    stored, here = held(settings, "delete", response_id, hint)
+    if here:
         if stored.gateway_run:
             settings.runner.delete(response_id, stored)  # stopped first, wherever it runs
             return deleted(response_id)
@@ -244,13 +236,9 @@ def delete_response(response_id):
 @bp.get("/responses/<string(minlength=0):response_id>/input_items")
 def list_input_items(response_id):
     """List a response's input items: from the store where it kept them, else its provider's."""
-    check_response_id(response_id)
-    settings = current_app.extensions["gateway"]
-    query, hint = list_query(), provider_hint()
-    stored = visible(settings, "input_items", hint, lookup(settings.store, response_id),
-                     response_id)
-    if stored and hint in (None, stored.provider):
-        g.provider = stored.provider
+    settings, hint, query = current_app.extensions["gateway"], provider_hint(), list_query()
+    stored, here = held(settings, "input_items", response_id, hint)
+    if here:
         if stored.gateway_run or keeps_nothing(stored.provider):
             kept = settings.store.input_items(response_id)
             found = page(kept.items if kept else [], **query)
@@ -292,11 +280,10 @@ def stream_again():
     return int(after) if stream == "true" else None
 
 
-def resume_stream(settings, response_id, hint, stored, after):
+def resume_stream(settings, response_id, hint, stored, here, after):
     """Stream a background response again: its events after `after`, then the rest live,
     from the gateway's record of its own runs, or from the provider that runs it."""
-    if stored and hint in (None, stored.provider):
-        g.provider = stored.provider
+    if here:
         if stored.gateway_run:
             stopped = threading.Event()  # the client left: stop reading the run's events
             return event_stream(streams.following(settings.runner, response_id, after, stopped),

@@ -1,9 +1,9 @@
 """Routing policy: which provider a call goes to, and what the store says about an id.
 
-The views in app.py call these in order: check_response_id and provider_hint
-(what the client asked), lookup and visible (what the store holds, and whether
-this caller may see it), candidates (which providers to ask), first_success
-(ask them in order; a 404 moves on) and remember (tell the store). A create
+The views in app.py call these in order: provider_hint (what the client
+asked), held (the id checked, and what the store holds of it that this caller
+may see: lookup, then visible), candidates (which providers to ask),
+first_success (ask them in order; a 404 moves on) and remember (tell the store). A create
 goes where create_target says. Failures are raised as ApiError or the
 providers' own exceptions; envelope.py turns them into the error envelope.
 """
@@ -137,6 +137,18 @@ def not_found(response_id, upstreams):
     """The 404 for an id none of these providers holds."""
     asked = ", ".join(u.name for u in upstreams)
     return ApiError(404, "not_found_error", f"response {response_id!r} was not found at {asked}")
+
+
+def held(settings, operation, response_id, hint):
+    """What the store holds of an id, for a call on it: (the entry or None, whether the
+    entry answers the call, as it does unless ?provider= names another provider). Checks
+    the id first, and refuses another key's or a deleted response (visible)."""
+    check_response_id(response_id)
+    stored = visible(settings, operation, hint, lookup(settings.store, response_id), response_id)
+    answers = stored is not None and hint in (None, stored.provider)
+    if answers:
+        g.provider = stored.provider
+    return stored, answers
 
 
 def visible(settings, operation, hint, stored, response_id):
