@@ -32,7 +32,7 @@ bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 
 # gevent: the client connections a worker serves at once. 2,000 open streams on
-# the two workers took about 220 MB PSS for the whole tree
+# the two workers took about 250 MB PSS for the whole tree
 # (docs/benchmarks-concurrency.md); 4,000 a worker leaves room for a burst that
 # the two workers split unevenly.
 # The app sizes its run pool and upstream connection pools from the same

@@ -32,7 +32,7 @@ heartbeat() stamps the entries of runs that are still going.
 keep_input() keeps the input items of a create whose provider keeps none
 (the first call for an id counts), and the previous_response_id it followed,
 so a conversation can be rebuilt turn by turn; they expire with the entry,
-and a delete's tombstone drops them.
+and a delete's tombstone drops them, and the run's events too.
 
 append_events() logs gateway runs' streaming events, each run's numbered from
 `first` on (their sequence numbers; a run's process is its one writer), so a

@@ -18,7 +18,7 @@ INPUT_PREFIX = "gateway:input:"  # a create's input items and previous id, as JS
 EVENTS_PREFIX = "gateway:events:"  # a run's events, a list whose index is the sequence number
 TIMEOUT = 1.0  # seconds; a store slower than this is treated as down, not waited for
 
-# KEYS[1]: the id's hash, KEYS[2]: its input's key. ARGV: provider, status ('' for none), rank, body, now, ttl,
+# KEYS[1]: the id's hash, KEYS[2] and KEYS[3]: its input's and its events' keys. ARGV: provider, status ('' for none), rank, body, now, ttl,
 # run ('1': a gateway run's write: stamp its heartbeat, never rewrite a final status),
 # owner ('' for none: only a new entry takes it). The condition is
 # store.may_replace(strict=run), written in Lua (rank 3 is a delete's tombstone).
@@ -46,7 +46,7 @@ if run then
     redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[5])
 end
 if tonumber(ARGV[3]) == 3 then
-    redis.call('DEL', KEYS[2])  -- deleted: its input goes too
+    redis.call('DEL', KEYS[2], KEYS[3])  -- deleted: its input and events go too
 end
 return redis.call('HGETALL', KEYS[1])
 """
@@ -62,6 +62,26 @@ return 0
 """
 
 
+# KEYS: pairs of a run's events list and its response's hash. ARGV: for each run, its
+# first number and its events' count, then all the events, JSON. A deleted response's
+# tombstone (rank 3) takes no more events: a run's last ones may come after the delete.
+APPEND_EVENTS = """
+local at = #KEYS + 1  -- the events follow the (first, count) pairs
+for i = 1, #KEYS, 2 do
+    local first, count = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    if redis.call('HGET', KEYS[i + 1], 'rank') ~= '3' then
+        redis.call('LTRIM', KEYS[i], 0, first - 1)  -- what a retried batch wrote once goes
+        for j = at, at + count - 1 do
+            redis.call('RPUSH', KEYS[i], ARGV[j])
+        end
+        redis.call('EXPIRE', KEYS[i], ARGV[#ARGV])
+    end
+    at = at + count
+end
+return 0
+"""
+
+
 class RedisStore:
     """Responses in Redis; the client's connection pool is thread- and fork-safe."""
 
@@ -69,6 +89,7 @@ class RedisStore:
         self.client, self.ttl, self.where = client, int(ttl), where
         self._record = client.register_script(RECORD)
         self._heartbeat = client.register_script(HEARTBEAT)
+        self._append_events = client.register_script(APPEND_EVENTS)
 
     @classmethod
     def from_url(cls, url, ttl):
@@ -101,8 +122,8 @@ class RedisStore:
         args = [provider, status or "", rank(status), json.dumps(body), time.time(), self.ttl,
                 "1" if run else "0", owner or ""]
         try:
-            flat = self._record(keys=[KEY_PREFIX + response_id, INPUT_PREFIX + response_id],
-                                args=args)
+            flat = self._record(keys=[KEY_PREFIX + response_id, INPUT_PREFIX + response_id,
+                                      EVENTS_PREFIX + response_id], args=args)
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
         return _entry(dict(zip(flat[::2], flat[1::2])))
@@ -133,14 +154,11 @@ class RedisStore:
         batch = [(rid, first, events) for rid, first, events in batch if events]
         if not batch:
             return
+        keys = [key for rid, _, _ in batch for key in (EVENTS_PREFIX + rid, KEY_PREFIX + rid)]
+        args = [n for _, first, events in batch for n in (first, len(events))]
+        args += [json.dumps(event) for _, _, events in batch for event in events]
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for response_id, first, events in batch:
-                    key = EVENTS_PREFIX + response_id
-                    pipe.ltrim(key, 0, first - 1)  # what a retried batch wrote once goes
-                    pipe.rpush(key, *(json.dumps(event) for event in events))
-                    pipe.expire(key, int(EVENTS_KEEP))
-                pipe.execute()
+            self._append_events(keys=keys, args=[*args, int(EVENTS_KEEP)])
         except redis.RedisError as exc:
             raise StoreError(f"Redis store: {exc}") from exc
 

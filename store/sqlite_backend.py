@@ -99,7 +99,13 @@ WHERE id IN (SELECT value FROM json_each(?)) AND expires_at > ?
 """
 KEEP_INPUT = "INSERT OR IGNORE INTO inputs (id, items, previous, expires_at) VALUES (?, ?, ?, ?)"
 INPUT = "SELECT items, previous FROM inputs WHERE id = ? AND expires_at > ?"
-APPEND_EVENT = "INSERT OR IGNORE INTO events (id, seq, event, expires_at) VALUES (?, ?, ?, ?)"
+# A deleted response's tombstone (rank 3) takes no more events: a run's last ones may come
+# after the delete.
+APPEND_EVENT = """
+INSERT OR IGNORE INTO events (id, seq, event, expires_at)
+SELECT :id, :seq, :event, :expires_at
+WHERE NOT EXISTS (SELECT 1 FROM responses WHERE id = :id AND rank = 3)
+"""
 KEEP_EVENTS = "UPDATE events SET expires_at = ? WHERE id = ?"
 EVENTS = "SELECT event FROM events WHERE id = ? AND seq > ? AND expires_at > ? ORDER BY seq"
 HEARTBEAT = """
@@ -214,7 +220,8 @@ class SQLiteStore:
 
     def _append_events(self, batch):
         expires_at = time.time() + EVENTS_KEEP
-        rows = [(response_id, first + i, json.dumps(event), expires_at)
+        rows = [{"id": response_id, "seq": first + i, "event": json.dumps(event),
+                 "expires_at": expires_at}
                 for response_id, first, events in batch for i, event in enumerate(events)]
         try:
             with self._connection() as db:
@@ -265,8 +272,9 @@ class SQLiteStore:
                 # then, still under the write locks, so no other writer of ours comes between.
                 rows = db.execute(RECORD, params).fetchall()
                 row = rows[0] if rows else db.execute(SELECT, (response_id, now)).fetchone()
-                if rows and params["rank"] == 3:  # deleted: its input goes too
+                if rows and params["rank"] == 3:  # deleted: its input and events go too
                     db.execute("DELETE FROM inputs WHERE id = ?", (response_id,))
+                    db.execute("DELETE FROM events WHERE id = ?", (response_id,))
                 if now >= self._next_purge:
                     self._next_purge = now + PURGE_EVERY
                     db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))

@@ -290,8 +290,11 @@ def test_a_creates_input_is_kept_once_and_a_delete_drops_it(store):
     assert store.input_items(other).previous is None
     store.record(rid, "groq", response(rid, "in_progress"))  # refused: nothing dropped
     assert store.input_items(rid).items == items
+    store.append_events([(rid, 0, [{"type": "response.created", "sequence_number": 0}])])
     store.record(rid, "groq", {"id": rid, "status": "deleted"})
-    assert store.input_items(rid) is None
+    assert store.input_items(rid) is None and store.events(rid, -1) == []
+    store.append_events([(rid, 1, [{"type": "response.completed", "sequence_number": 1}])])
+    assert store.events(rid, -1) == []  # a run's late events do not bring it back
 
 
 def test_kept_input_expires_with_the_ttl(store_url):
