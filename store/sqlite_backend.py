@@ -6,8 +6,9 @@ Writers also queue on a lock of our own (see record()), for latency, not safety.
 Each process keeps its own connections, opened on first use (never in
 gunicorn's master, whose connections the forked workers must not share); a call
 takes an idle one or opens one, so a process holds as many as it makes calls at
-once: at most gevent's native threads (10) in a gevent worker, where every call
-runs in one of them (see _blocking), at most its threads in a gthread worker.
+once: a few in a gevent worker, where calls run one at a time but for writes
+that wait for another process's (see _blocking), at most its threads in a
+gthread worker.
 """
 
 import fcntl
@@ -150,27 +151,26 @@ class SQLiteStore:
 
     def get(self, response_id):
         """The live entry for an id, or None."""
-        return _blocking(self._get, response_id)
+        return self._get(response_id)
 
     def record(self, response_id, provider, body, run=False, owner=None):
         """Store the Response unless its status would regress; return what is stored."""
         with self._write_lock:
-            return _blocking(self._locked, self._record, response_id, provider, body, run,
-                             owner)
+            return self._in_turn(self._record, response_id, provider, body, run, owner)
 
     def statuses(self, response_ids):
         """{id: status} for those of `response_ids` that are stored."""
-        return _blocking(self._statuses, list(response_ids))
+        return self._statuses(list(response_ids))
 
     def heartbeat(self, response_ids):
         """Stamp the heartbeat of those gateway runs among `response_ids` still going."""
         with self._write_lock:
-            _blocking(self._locked, self._heartbeat, list(response_ids))
+            self._in_turn(self._heartbeat, list(response_ids))
 
     def keep_input(self, response_id, items, previous=None):
         """Keep a create's input items (the first call for an id counts)."""
         with self._write_lock:
-            _blocking(self._locked, self._write, KEEP_INPUT,
+            self._in_turn(self._write, KEEP_INPUT,
                       (response_id, json.dumps(items), previous, time.time() + self.ttl))
 
     def append_events(self, batch):
@@ -178,15 +178,15 @@ class SQLiteStore:
         batch = [(rid, first, list(events)) for rid, first, events in batch if events]
         if batch:
             with self._write_lock:
-                _blocking(self._locked, self._append_events, batch)
+                self._in_turn(self._append_events, batch)
 
     def events(self, response_id, after):
         """The run's logged events numbered after `after`, in order."""
-        return _blocking(self._events, response_id, after)
+        return self._events(response_id, after)
 
     def input_items(self, response_id):
         """What keep_input kept for an id (a Kept), or None."""
-        row = _blocking(self._read, INPUT, (response_id, time.time()))
+        row = self._read(INPUT, (response_id, time.time()))
         return Kept(json.loads(row[0]), row[1]) if row else None
 
     # Writers queue on locks that wake each the moment it is its turn: this process's
@@ -194,10 +194,24 @@ class SQLiteStore:
     # the database. Left to contend for SQLite's own lock, the losers sleep in its busy
     # handler's growing steps (up to 100 ms each): at 32 connections p99 was over a second.
 
-    def _locked(self, write, *args):
-        """Run a write holding the flock() that queues the processes' writers."""
+    def _in_turn(self, write, *args):
+        """Run a write in this store's turn, across processes: here if no other process is
+        writing, else where waiting for it blocks nothing else (see _blocking)."""
         try:
             lock = self._lock_file()
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _blocking(self._locked, lock, write, *args)
+        except OSError as exc:
+            raise StoreError(f"SQLite store: cannot lock {self.path}.lock: {exc}") from exc
+        try:
+            return write(*args)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _locked(self, lock, write, *args):
+        """Wait for the flock() that queues the processes' writers, then run the write."""
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
         except OSError as exc:
             raise StoreError(f"SQLite store: cannot lock {self.path}.lock: {exc}") from exc
@@ -313,12 +327,14 @@ class SQLiteStore:
 
 
 def _blocking(call, *args):
-    """Run a call that blocks the whole process where it blocks only itself.
+    """Run a call that may block the whole process for long where it blocks only itself.
 
-    SQLite's calls and flock() hold the process until they return. In gevent's
-    cooperative worker that would stall every stream the worker holds, so there
-    they run in one of gevent's native threads (and the GIL is let go while SQLite
-    works); under threads they run here.
+    Waiting in flock() for another process's write holds the process until it
+    returns. In gevent's cooperative worker that would stall every stream the
+    worker holds, so there the wait (and the write after it) runs in one of
+    gevent's native threads; under threads it runs here. A write whose turn is
+    free, and a read (WAL readers wait for no writer), take a fraction of a
+    millisecond and run in place: a native thread's hand-over would cost more.
     """
     if monkey.is_module_patched("threading"):
         return get_hub().threadpool.apply(call, args)
