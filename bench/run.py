@@ -36,6 +36,7 @@ BENCH = ROOT / "bench"
 KEY = "bench-key"
 CONCURRENCY = (1, 8, 32)
 PROXY = "barest Flask proxy (yardstick)"
+GEVENT_PROXY = "barest Flask proxy, gevent worker"
 TICKS = os.sysconf("SC_CLK_TCK")
 # What nginx answers: a cancelled Response echoing the id ($1) from the path.
 NGINX_BODY = json.dumps({
@@ -122,18 +123,20 @@ def start_gateway(upstream_port, variant=""):
     return start(shlex.split(command), port, cwd=ROOT, env=env), port
 
 
-def start_barest_proxy(upstream_port):
-    """The yardstick (bench/barest_proxy.py) with the gateway's gunicorn settings, less
-    the access log: gthread, 2 workers, 32 threads each, keep-alive 5 s, preloaded."""
+def start_barest_proxy(upstream_port, worker_class="gthread"):
+    """The yardstick (bench/barest_proxy.py) with gunicorn settings like the gateway's,
+    less the access log: 2 workers, keep-alive 5 s; gthread with 32 threads each, preloaded,
+    or gevent's worker (not preloaded, so gunicorn patches before the app is imported)."""
     port = free_port()
     env = {
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
         "GATEWAY_API_KEYS": KEY, "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
     }
-    command = ["gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "32",
-               "--keep-alive", "5", "--preload", "--bind", f"127.0.0.1:{port}",
-               "barest_proxy:app"]
+    concurrency = (["--threads", "32", "--preload"] if worker_class == "gthread"
+                   else ["--worker-connections", "4000"])
+    command = ["gunicorn", "--worker-class", worker_class, "--workers", "2", *concurrency,
+               "--keep-alive", "5", "--bind", f"127.0.0.1:{port}", "barest_proxy:app"]
     return start(command, port, cwd=BENCH, env=env), port
 
 
@@ -261,6 +264,7 @@ def run(args):
                 for name, flags in args.gateway_configs:
                     servers[name] = start_gateway(upstream_port, flags)
                 servers[PROXY] = start_barest_proxy(upstream_port)
+                servers[GEVENT_PROXY] = start_barest_proxy(upstream_port, "gevent")
                 if args.litellm:
                     servers["LiteLLM (1 worker)"] = start_litellm(upstream_port, tmp)
                 runs = {}
@@ -341,6 +345,16 @@ def findings(rows, gateway):
                f"req/s at {pi['cpu_per_1k']:.2f} CPU-s per 1k with the host "
                f"{pi['host_busy']:.0f} % busy; the gateway {gi['rps']:.0f} req/s at "
                f"{gi['cpu_per_1k']:.2f} CPU-s, host {gi['host_busy']:.0f} % busy.")
+    gp, gt = pick(rows, "instant", GEVENT_PROXY, 32), pick(rows, "instant", "gateway, gthread", 32)
+    if gp and gt:
+        out.append(
+            f"- The same worker class on both sides, instant upstream, c=32: the gateway "
+            f"(gevent) serves {gi['rps'] / gp['rps']:.2f}× the req/s of the barest proxy under "
+            f"gevent at {gi['cpu_per_1k'] / gp['cpu_per_1k']:.2f}× its CPU per request; "
+            f"under gthread, {gt['rps'] / pi['rps']:.2f}× at "
+            f"{gt['cpu_per_1k'] / pi['cpu_per_1k']:.2f}×. The gateway under gevent against "
+            f"itself under gthread: {gi['rps'] / gt['rps']:.2f}× the req/s at "
+            f"{gi['cpu_per_1k'] / gt['cpu_per_1k']:.2f}× the CPU per cancel.")
     pd, p1 = pick(rows, "50 ms", PROXY, 32), pick(rows, "instant", PROXY, 1)
     # (target, holds, measured, the barest proxy in the same run, why not where it fails)
     checks = [
@@ -448,9 +462,9 @@ def main():
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed: bench/run installs it")
-    # The Procfile's gateway, and the same with the earlier 16 threads per worker,
-    # which showed gthread's uneven split of kept-alive connections (gunicorn.conf.py).
-    args.gateway_configs = [("gateway", ""), ("gateway, 16 threads", "GUNICORN_THREADS=16")]
+    # The Procfile's gateway (gevent's worker), and the same under gthread, as it ran
+    # before (32 threads a worker), measured beside it.
+    args.gateway_configs = [("gateway", ""), ("gateway, gthread", "WORKER_CLASS=gthread")]
     args.gateway_configs += [tuple(spec.split("=", 1)) for spec in args.gateway]
     args.out.mkdir(exist_ok=True)
     if args.report_only:
