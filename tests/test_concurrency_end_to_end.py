@@ -81,3 +81,51 @@ def test_a_store_write_waiting_for_its_lock_does_not_stall_the_workers_streams(s
     assert max(gaps) < 0.5  # a stalled worker would send nothing while the lock is held
     assert created.status_code == 200 and created.json()["status"] == "queued"
 
+
+
+async def call(url, method, path, body=None):
+    """(status, JSON body) of one request on a connection of its own."""
+    host, port = url.split("//")[1].split(":")
+    payload = json.dumps(body).encode() if body is not None else b""
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                 f"{GATEWAY_KEY}\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+                 .encode() + payload)
+    head, _, rest = (await reader.read()).partition(b"\r\n\r\n")
+    writer.close()
+    return int(head.split()[1]), json.loads(rest)
+
+
+def test_a_thousand_runs_at_a_close_delimited_provider_all_stop_on_cancel(tmp_path):
+    """The stop holds for thousands at once where the provider ends streams by closing."""
+    from fake_streaming import FakeStreamingProvider
+
+    with FakeStreamingProvider("close") as closing, \
+            run_gateway(tmp_path, **env(closing)) as gateway:
+        async def create_all():
+            return await asyncio.gather(*(call(gateway.url, "POST", "/v1/responses", {
+                "model": "anthropic/words-2000-100", "input": f"close-{i}", "background": True})
+                for i in range(1000)))
+
+        created = asyncio.run(create_all())
+        deadline = time.monotonic() + 30
+        while len(closing.streams) < 1000:
+            assert time.monotonic() < deadline, len(closing.streams)
+            time.sleep(0.1)
+
+        async def cancel_all():
+            async def cancel(response_id):
+                answer = await call(gateway.url, "POST", f"/v1/responses/{response_id}/cancel")
+                return answer, time.monotonic()
+            return await asyncio.gather(*(cancel(body["id"]) for _, body in created))
+
+        cancels = asyncio.run(cancel_all())
+        time.sleep(2)
+
+    assert [status for status, _ in created] == [200] * 1000
+    assert [(s, b["status"]) for (s, b), _ in cancels] == [(200, "cancelled")] * 1000
+    by_key = {s.key: s for s in closing.streams}
+    lags = [by_key[f"close-{i}"].gone_at - answered for i, (_, answered) in enumerate(cancels)
+            if by_key[f"close-{i}"].gone_at is not None]
+    assert len(lags) == 1000 and max(lags) < 1  # every provider stream closed within 1 s
+    assert not any(s.finished for s in closing.streams)
