@@ -199,20 +199,20 @@ class SQLiteStore:
         writing, else where waiting for it blocks nothing else (see _blocking)."""
         try:
             lock = self._lock_file()
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _blocking(self._locked, lock, write, *args)
         except OSError as exc:
-            raise StoreError(f"SQLite store: cannot lock {self.path}.lock: {exc}") from exc
+            raise StoreError(f"SQLite store: cannot open {self.path}.lock: {exc}") from exc
         try:
-            return write(*args)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            return self._locked(lock, fcntl.LOCK_NB, write, *args)
+        except BlockingIOError:  # another process's turn: wait for it off the hub
+            return _blocking(self._locked, lock, 0, write, *args)
 
-    def _locked(self, lock, write, *args):
-        """Wait for the flock() that queues the processes' writers, then run the write."""
+    def _locked(self, lock, flags, write, *args):
+        """Take the flock() that queues the processes' writers (LOCK_NB: or raise
+        BlockingIOError at once), then run the write."""
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX | flags)
+        except BlockingIOError:
+            raise
         except OSError as exc:
             raise StoreError(f"SQLite store: cannot lock {self.path}.lock: {exc}") from exc
         try:
