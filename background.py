@@ -165,7 +165,10 @@ class Runner:
                 if event["type"] in ENDINGS:
                     return
             if job:  # here: its events are in memory, and the last comes before it ends
-                job.ended.wait(FOLLOW_EVERY)
+                if job.ended.is_set() and len(job.log) <= after + 1:
+                    job = None  # ended with no ending of its own (deleted): ask the store
+                else:
+                    job.ended.wait(FOLLOW_EVERY)
                 continue
             entry = self.store.get(response_id)
             if entry is None or entry.status == DELETED:

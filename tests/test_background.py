@@ -353,3 +353,22 @@ def test_runs_start_up_to_the_pool_size_the_rest_wait_and_an_idle_runner_holds_n
     gens[2].released.set()
     wait_until(lambda: not runner.running() and not run_threads())
     assert [store.get(g.response_id).status for g in gens] == ["completed"] * 3
+
+
+def test_a_reader_of_a_run_that_is_deleted_meanwhile_stops(store, clock):
+    runner = Runner(store, threads=1, lease=LEASE, clock=clock, watch_every=None)
+    gen = FakeGeneration("resp_del", so_far=[message("a")])
+    entry = runner.submit("groq", gen)
+    assert gen.started.wait(2)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(
+        runner.replay("resp_del", -1, threading.Event())))
+    reader.start()
+
+    runner.delete("resp_del", entry)
+
+    reader.join(timeout=3)
+    assert not reader.is_alive()  # it ends, and does not spin
+    assert [e["type"] for e in seen][:3] == ["response.created", "response.queued",
+                                             "response.in_progress"]
+    assert not any(e["type"].startswith("response.comp") for e in seen)
