@@ -114,6 +114,24 @@ def test_gunicorn_refuses_to_start_without_gateway_keys():
     assert len(lines) == 1 and "GATEWAY_API_KEYS" in lines[0]
 
 
+def test_gunicorn_refuses_a_worker_class_it_does_not_run_with_one_line():
+    env = clean_env(GATEWAY_API_KEYS=GATEWAY_KEY, WORKER_CLASS="sync",
+                    GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{free_port()}")
+
+    done = subprocess.run(procfile_command(), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode != 0 and len(lines) == 1 and "WORKER_CLASS" in lines[0]
+
+
+def test_the_gateway_starts_under_gevent_with_no_warning(gateway):
+    log = gateway.read_log_until("Booting worker", times=2)
+
+    assert "Using worker: gevent" in log
+    assert "Warning" not in log and "WARNING" not in log  # e.g. a MonkeyPatchWarning
+
+
 def test_metrics_add_up_across_both_workers(gateway, sdk):
     url = gateway.url
     route = 'route="/v1/responses/<string(minlength=0):response_id>/cancel"'
