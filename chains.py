@@ -38,7 +38,7 @@ def follows(store, body, provider, keeps_nothing, owner):
     if not isinstance(previous, str) or not previous:
         raise PreviousNotFound(previous)
     entry = store.get(previous)
-    if entry is not None and (entry.owner not in (None, owner) or entry.status == DELETED):
+    if entry is not None and _hidden(entry, owner):
         raise PreviousNotFound(previous)  # as if it did not exist: nothing about it leaks
     held_here = entry is not None and (entry.gateway_run or keeps_nothing(entry.provider))
     if not held_here and not keeps_nothing(provider):
@@ -48,26 +48,31 @@ def follows(store, body, provider, keeps_nothing, owner):
     if entry.provider != provider:
         raise ValueError(f"previous response {previous!r} is held at {entry.provider}, not "
                          f"{provider}: continue the conversation there")
-    earlier = rebuild(store, previous, owner)
+    earlier = rebuild(store, previous, owner, entry)
     rest = {k: v for k, v in body.items() if k != "previous_response_id"}
     return {**rest, "input": earlier + _as_list(body.get("input"))}, previous
 
 
-def rebuild(store, response_id, owner):
-    """Every turn of the conversation up to `response_id`, oldest first: each turn's input
-    items, then its output items."""
+def rebuild(store, response_id, owner, entry=None):
+    """Every turn of the conversation up to `response_id` (whose entry the caller may have
+    read already), oldest first: each turn's input items, then its output items."""
     turns, seen = [], set()
     while response_id is not None:
         if response_id in seen or len(seen) >= MAX_TURNS:
             raise PreviousNotFound(response_id)
         seen.add(response_id)
-        entry, kept = store.get(response_id), store.input_items(response_id)
-        if (entry is None or kept is None or entry.status == DELETED
-                or entry.owner not in (None, owner)):
+        entry = entry or store.get(response_id)
+        kept = store.input_items(response_id)
+        if entry is None or kept is None or _hidden(entry, owner):
             raise PreviousNotFound(response_id)  # not stored (store: false), or gone
         turns.append([*kept.items, *(entry.body.get("output") or [])])
-        response_id = kept.previous
+        response_id, entry = kept.previous, None
     return [_bare(item) for turn in reversed(turns) for item in turn]
+
+
+def _hidden(entry, owner):
+    """Whether a stored response is another key's or deleted: for this caller, not there."""
+    return entry.owner not in (None, owner) or entry.status == DELETED
 
 
 def _bare(item):
