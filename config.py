@@ -117,8 +117,12 @@ def _upstreams(env, read_timeout, pool_size):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{prefix}_BASE_URL must be an http(s) URL")
-        upstreams[name] = connect(name, url, key or None, read_timeout, pool_size,
-                                  proxies=proxies_for(env, url), verify=verify)
+        try:
+            upstreams[name] = connect(name, url, key or None, read_timeout, pool_size,
+                                      proxies=proxies_for(env, url), verify=verify)
+        except OSError as exc:  # connect() reads the CA bundle (once): missing, or no PEM
+            raise ConfigError(f"REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) {verify!r} is not a "
+                              f"readable CA bundle: {exc.strerror or exc}") from None
     return upstreams
 
 

@@ -1,15 +1,19 @@
 """HTTP plumbing shared by every provider: one Session each, timeouts, retries, limits."""
 
+import functools
 import json
+import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import DEFAULT_CA_BUNDLE_PATH, HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.util.retry import Retry
+from urllib3.util.ssl_ import create_urllib3_context
 
 from providers.errors import BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected
 
@@ -76,6 +80,40 @@ class HeaderAuth(AuthBase):
         return request
 
 
+@functools.cache
+def tls_context(verify=True):
+    """One TLS context for every provider connection that trusts `verify`'s CAs (True:
+    certifi's bundle, as requests would), the bundle read once per process."""
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    where = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
+    if os.path.isdir(where):
+        context.load_verify_locations(capath=where)
+    else:
+        context.load_verify_locations(cafile=where)
+    return context
+
+
+class SharedTLS(HTTPAdapter):
+    """An adapter whose connections, to a provider and to an HTTPS proxy, share one
+    TLS context. requests would have urllib3 build a context and read the CA bundle
+    for every new connection: 25 ms of CPU for certifi's, once per stream."""
+
+    def __init__(self, context, **kwargs):
+        self.context = context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, ssl_context=self.context, **kwargs)
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        return super().proxy_manager_for(proxy, ssl_context=self.context,
+                                         proxy_ssl_context=self.context, **kwargs)
+
+    def cert_verify(self, conn, url, verify, cert):
+        super().cert_verify(conn, url, verify, cert)  # its checks and CERT_REQUIRED, but
+        conn.ca_certs = conn.ca_cert_dir = None  # the bundle is in the context already
+
+
 def new_session(auth, pool_size, retry, proxies=None, verify=True):
     """Build a Session with a retry policy and a pool sized for gunicorn's threads.
 
@@ -83,7 +121,8 @@ def new_session(auth, pool_size, retry, proxies=None, verify=True):
     CA-bundle look-ups on every request): config.py reads proxies and the CA bundle
     once, at start, and passes them here.
     """
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+    adapter = SharedTLS(tls_context(verify), pool_connections=1, pool_maxsize=pool_size,
+                        max_retries=retry)
     session = requests.Session()
     session.mount("https://", adapter)
     session.mount("http://", adapter)

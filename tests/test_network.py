@@ -2,12 +2,14 @@
 environment once, at start; no cookie carried from one call to the next."""
 
 import json
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import trustme
 
-from config import proxies_for
+from config import ConfigError, proxies_for
 from support import PROVIDER_KEYS, auth, cancel_url, upstream_response
 
 
@@ -92,14 +94,31 @@ def test_the_proxy_follows_the_scheme_and_lower_case_wins():
     assert proxies_for({}, "https://api.x.ai/v1") == {}
 
 
-def test_a_ca_bundle_from_the_environment_is_used_for_every_provider(make_client):
-    client = make_client(REQUESTS_CA_BUNDLE="/etc/ssl/corp-ca.pem")
+def test_a_ca_bundle_from_the_environment_is_used_for_every_provider(make_client, tmp_path):
+    ca = trustme.CA()
+    bundle = tmp_path / "corp-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    client = make_client(REQUESTS_CA_BUNDLE=str(bundle))
 
     upstreams = client.application.extensions["gateway"].upstreams.values()
 
+    corp = ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode()))
     for upstream in upstreams:
         for session in (upstream.session, upstream.create_session):
-            assert session.verify == "/etc/ssl/corp-ca.pem" and session.trust_env is False
+            assert session.verify == str(bundle) and session.trust_env is False
+            trusted = session.get_adapter("https://x").context.get_ca_certs(binary_form=True)
+            assert [ssl.DER_cert_to_PEM_cert(c) for c in trusted] == [corp]  # that CA alone
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_a_ca_bundle_that_cannot_be_read_stops_the_start_saying_so(make_client, tmp_path,
+                                                                    content):
+    bundle = tmp_path / "corp-ca.pem"
+    if content is not None:
+        bundle.write_text(content)
+
+    with pytest.raises(ConfigError, match="REQUESTS_CA_BUNDLE.*corp-ca.pem"):
+        make_client(REQUESTS_CA_BUNDLE=str(bundle))
 
 
 def test_a_cookie_a_provider_sets_never_rides_on_the_next_call(cancel, upstream):

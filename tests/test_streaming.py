@@ -1,10 +1,12 @@
 """Streamed generations: the server-sent-event parser, the Chat and Responses readers, and a
 Generation against a provider on 127.0.0.1 that streams slowly (closed from another thread)."""
 
+import ssl
 import threading
 import time
 
 import pytest
+import trustme
 
 from config import proxies_for
 from fake_streaming import FakeStreamingProvider
@@ -240,6 +242,38 @@ def test_a_stopped_connection_is_never_reused_and_a_finished_one_is_where_it_can
     assert (second.peer == first.peer) == reusable
     assert after.peer != stopped.peer  # the stopped one was never handed out again
     assert fake.wait_for(f"reuse-c-{route}", lambda s: s.client_left, seconds=2)
+
+
+@pytest.mark.parametrize("route", ["close-tls", "close-connect", "chunked-tls"])
+def test_new_tls_connections_trust_the_bundle_without_reading_it_again(routes, route,
+                                                                       monkeypatch):
+    """Each stream that ends by closing takes a new connection (and a TLS handshake); the
+    CA bundle was read once, when the provider was connected, not for each of them."""
+    upstream, reads = upstream_on(routes, route), []
+    real = ssl.SSLContext.load_verify_locations
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations",
+                        lambda self, *a, **kw: reads.append(a or kw) or real(self, *a, **kw))
+
+    for i in range(3):
+        generation = PROVIDERS["anthropic"].stream(
+            upstream, {"model": "words-2-0", "input": f"tls-once-{route}-{i}"})
+        assert list(generation)[-1]["status"] == "completed"
+
+    assert reads == []
+
+
+@pytest.mark.parametrize("route", ["chunked-tls", "chunked-connect"])
+def test_a_provider_whose_certificate_no_trusted_ca_signed_is_refused(routes, route, tmp_path):
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    url = routes.base_url(route)
+    upstream = connect("anthropic", url, KEY, 5, 4, proxies=proxies_for(routes.env(), url),
+                       verify=str(other))
+    generation = PROVIDERS["anthropic"].stream(upstream, {"model": "words-2-0", "input": "x"})
+
+    with pytest.raises(BadGateway):
+        list(generation)
+    assert routes.fake(route).streams_for("x") == []  # nothing reached the provider
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "groq"])
