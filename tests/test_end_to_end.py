@@ -2,6 +2,7 @@
 in front of a fake provider on 127.0.0.1."""
 
 import subprocess
+import sys
 import uuid
 
 import openai
@@ -151,3 +152,32 @@ def test_metrics_add_up_across_both_workers(gateway, sdk):
 
     assert cancels_counted() - before == 10
     assert {cancels_counted() for _ in range(6)} == {before + 10}  # whichever worker answers
+
+
+RESOLVER_PROBE = """
+import runpy, socket, gevent
+runpy.run_path("gunicorn.conf.py")  # as gunicorn reads it: patches, then sets the resolver
+resolver = gevent.get_hub().resolver
+looked_up, pool = [], resolver.pool
+
+class Counting:  # the native thread pool, noting each host sent to it
+    def apply(self, func, args, kwargs=None):
+        looked_up.append(args[0])
+        return pool.apply(func, args, kwargs)
+
+resolver.pool = Counting()
+socket.getaddrinfo("127.0.0.1", 443)  # what urllib3 calls to connect to a provider
+socket.getaddrinfo("::1", "443")
+assert looked_up == [], looked_up
+assert socket.getaddrinfo("localhost", 443)  # a name: the system resolver, on a thread
+assert looked_up == ["localhost"], looked_up
+print(type(resolver).__name__)
+"""
+
+
+def test_gevent_looks_up_names_on_a_thread_but_reads_an_ip_address_in_place():
+    done = subprocess.run([sys.executable, "-c", RESOLVER_PROBE], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60, env=clean_env())
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "NumericFirstResolver"
