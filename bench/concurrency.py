@@ -5,8 +5,8 @@ apart, so 10 s a stream, as in the issue that set the goals. 100, 500, 1,000 and
 process of their own) open their streams spread evenly over 2 s, and each records the
 time to its first text delta and whether its stream completed. Rows: the provider
 directly (Chat Completions and Responses API), this gateway as the Procfile starts it
-(gevent) passing a Responses API stream through (groq) and translating a Chat one
-(anthropic), the gateway under gthread (today's 32 threads a worker, and 1,000), and
+(gevent) passing a Responses API stream through (groq; also from a provider over TLS)
+and translating a Chat one (anthropic), the gateway under gthread (today's 32 threads a worker, and 1,000), and
 LiteLLM's proxy (1 worker, Chat Completions; with --litellm). Every row runs in every
 round, in turn (interleaved); each figure is the median of the rounds. Each row
 reports completed streams, first-delta p50/p99, the server tree's PSS while every
@@ -156,6 +156,21 @@ def gateway(upstream_port, store_dir, **env):
     return proc, f"http://127.0.0.1:{port}"
 
 
+def tls_files(tmp):
+    """A certificate for 127.0.0.1 (cert.pem, key.pem in `tmp`) and the CA bundle that
+    trusts it: certifi's, as a gateway trusts by default, with the test CA added."""
+    import certifi
+    import trustme
+
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(f"{tmp}/cert.pem")
+    issued.private_key_pem.write_to_path(f"{tmp}/key.pem")
+    bundle = Path(tmp) / "ca-bundle.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + ca.cert_pem.bytes())
+    return str(bundle)
+
+
 def litellm(upstream_port, tmp):
     binary = BENCH / "litellm-venv" / "bin" / "litellm"
     if not binary.exists():
@@ -274,9 +289,15 @@ def main():
     upstream = start([sys.executable, str(BENCH / "stream_upstream.py"), str(up_port),
                       str(DELTAS), str(INTERVAL)], up_port)
     up_url = f"http://127.0.0.1:{up_port}"
+    tls_port, bundle = free_port(), tls_files(tmp)
+    tls_upstream = start([sys.executable, str(BENCH / "stream_upstream.py"), str(tls_port),
+                          str(DELTAS), str(INTERVAL), f"{tmp}/cert.pem", f"{tmp}/key.pem"],
+                         tls_port)
     chat = {"model": "bench", "messages": [{"role": "user", "content": "x"}], "stream": True}
     responses = {"model": "bench", "input": "x", "stream": True}
     servers = {"gateway": gateway(up_port, tmp),
+               "gateway tls": gateway(up_port, tmp, REQUESTS_CA_BUNDLE=bundle,
+                                      GROQ_BASE_URL=f"https://127.0.0.1:{tls_port}/v1"),
                "gthread 32": gateway(up_port, tmp, WORKER_CLASS="gthread"),
                "gthread 1000": gateway(up_port, tmp, WORKER_CLASS="gthread",
                                        GUNICORN_THREADS="1000")}
@@ -287,6 +308,8 @@ def main():
         "direct, Responses API": (None, up_url, "/v1/responses", responses),
         "gateway (gevent), passed through": (*servers["gateway"], "/v1/responses",
                                              {**responses, "model": "groq/bench"}),
+        "gateway (gevent), passed through, provider over TLS": (
+            *servers["gateway tls"], "/v1/responses", {**responses, "model": "groq/bench"}),
         "gateway (gevent), translated": (*servers["gateway"], "/v1/responses",
                                          {**responses, "model": "anthropic/bench"}),
         "gateway (gthread, 32 threads), translated": (
@@ -319,6 +342,7 @@ def main():
         for proc, _ in servers.values():
             stop(proc)
         stop(upstream)
+        stop(tls_upstream)
     data = {"sizes": sizes, "rounds": args.rounds, "measured": measured, "runs": run_rounds,
             "idle_writes": idle_writes,
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -355,7 +379,10 @@ def report(data, out):
         f"Made by `python bench/concurrency.py{' --litellm' if any('LiteLLM' in n for n in next(iter(measured.values()))) else ''}` "
         f"on {data['when']}, on this project's machine kind (2 cores, shared by the clients, "
         "the provider and the servers). The provider streams 20 deltas 0.5 s apart (10 s a "
-        "stream); the clients open their streams spread evenly over 2 s. Medians of "
+        "stream), and closes a kept-alive connection idle for 2 s, so each row opens its "
+        "connections anew; over TLS, the gateway trusts certifi's bundle plus the test CA "
+        "(the direct rows are plain HTTP). The clients open their streams spread evenly "
+        "over 2 s. Medians of "
         f"{data['rounds']} interleaved rounds. First delta: seconds from connecting to the "
         "first text delta; PSS: the server's whole process tree while every stream is "
         "open; CPU: the server tree's CPU seconds per 1,000 deltas.", "",

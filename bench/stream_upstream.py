@@ -1,5 +1,6 @@
 """A provider that streams slowly to thousands of clients at once, and says when each stream
-opened and when its client closed it: asyncio, chunked, keep-alive.
+opened and when its client closed it: asyncio, chunked, keep-alive (a connection idle for
+IDLE seconds is closed, as servers do, so a burst after a pause opens new connections).
 
 POST /v1/chat/completions streams Chat Completions chunks; POST /v1/responses streams
 Responses API events: DELTAS deltas, INTERVAL seconds apart (the first after one
@@ -8,15 +9,18 @@ that are cancelled. A client closing its connection is seen at once (its FIN), n
 next write. GET /stats answers {"opened": {input: t}, "closed": {input: t}, "finished": n},
 times from time.time(); POST /reset forgets them.
 
-Usage: python bench/stream_upstream.py PORT [DELTAS] [INTERVAL]
+Usage: python bench/stream_upstream.py PORT [DELTAS] [INTERVAL] [CERT KEY]
+With CERT and KEY (PEM files), it serves HTTPS.
 """
 
 import asyncio
 import json
+import ssl
 import sys
 import time
 
 STATS = {"opened": {}, "closed": {}, "finished": 0}
+IDLE = 2.0  # seconds a kept-alive connection may wait for its next request
 
 
 def chat_events(deltas):
@@ -71,7 +75,10 @@ async def serve(reader, writer, deltas, interval):
     try:
         while True:
             while b"\r\n\r\n" not in buffer:
-                data = await (next_read or reader.read(65536))
+                try:
+                    data = await asyncio.wait_for(next_read or reader.read(65536), IDLE)
+                except TimeoutError:
+                    return  # idle too long: closed (finally)
                 next_read = None
                 if not data:
                     return
@@ -131,13 +138,17 @@ async def respond(writer, body):
     await writer.drain()
 
 
-async def main(port, deltas, interval):
+async def main(port, deltas, interval, cert=None, key=None):
+    tls = None
+    if cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
     server = await asyncio.start_server(lambda r, w: serve(r, w, deltas, interval),
-                                        "127.0.0.1", port, backlog=4096)
+                                        "127.0.0.1", port, backlog=4096, ssl=tls)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    arguments = sys.argv[1:] + [20, 0.25][len(sys.argv) - 2:]
-    asyncio.run(main(int(arguments[0]), int(arguments[1]), float(arguments[2])))
+    arguments = sys.argv[1:4] + [20, 0.25][len(sys.argv[1:4]) - 1:]
+    asyncio.run(main(int(arguments[0]), int(arguments[1]), float(arguments[2]), *sys.argv[4:6]))
