@@ -41,8 +41,8 @@ async def stream(url, model, key):
     return first, b"response.completed" in seen
 
 
-async def streams(url, count, model):
-    return await asyncio.gather(*(stream(url, model, f"many-{i}") for i in range(count)))
+async def streams(url, count, model, prefix="many"):
+    return await asyncio.gather(*(stream(url, model, f"{prefix}-{i}") for i in range(count)))
 
 
 def test_a_thousand_streams_at_once_all_complete(streamer, tmp_path):
@@ -52,6 +52,18 @@ def test_a_thousand_streams_at_once_all_complete(streamer, tmp_path):
     assert sum(done for _, done in results) == 1000
     assert all(first is not None for first, _ in results)
     assert len({s.key for s in streamer.streams if s.key.startswith("many-")}) == 1000
+
+
+def test_hundreds_of_streams_at_once_from_a_provider_over_tls_all_complete(routes, tmp_path):
+    """Streams opened at once need TLS connections of their own, each verified with the
+    one CA bundle, read once at start (test_streaming.py)."""
+    tls = routes.fake("chunked-tls")
+    with run_gateway(tmp_path, **env(tls, GROQ_BASE_URL=routes.base_url("chunked-tls"),
+                                     REQUESTS_CA_BUNDLE=str(routes.ca_bundle))) as gateway:
+        results = asyncio.run(streams(gateway.url, 300, "groq/words-10-100", "tls-many"))
+
+    assert sum(done for _, done in results) == 300
+    assert len({s.key for s in tls.streams if s.key.startswith("tls-many-")}) == 300
 
 
 def test_a_store_write_waiting_for_its_lock_does_not_stall_the_workers_streams(streamer,
