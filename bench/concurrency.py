@@ -4,7 +4,7 @@ A provider on 127.0.0.1 (bench/stream_upstream.py, asyncio) streams 20 deltas 0.
 apart, so 10 s a stream, as in the issue that set the goals. 100, 500, 1,000 and 2,000 streaming clients (asyncio, in a
 process of their own) open their streams spread evenly over 2 s, and each records the
 time to its first text delta and whether its stream completed. Rows: the provider
-directly (Chat Completions and Responses API), this gateway as the Procfile starts it
+directly (Chat Completions, Responses API, and Responses API over TLS), this gateway as the Procfile starts it
 (gevent) passing a Responses API stream through (groq; also from a provider over TLS)
 and translating a Chat one (anthropic), the gateway under gthread (today's 32 threads a worker, and 1,000), and
 LiteLLM's proxy (1 worker, Chat Completions; with --litellm). Every row runs in every
@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -48,14 +49,14 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def one_stream(host, port, path, body, delay, key):
+async def one_stream(host, port, path, body, delay, key, tls=None):
     """(seconds to the first delta or None, completed) for one streaming request."""
     await asyncio.sleep(delay)
     payload = json.dumps(body).encode()
     start_at = time.perf_counter()
     first, done, gap, last = None, False, 0.0, None
     try:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls)
         writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
                      "Connection: close\r\n\r\n".encode() + payload)
@@ -79,8 +80,11 @@ async def one_stream(host, port, path, body, delay, key):
 
 async def streams(url, path, body, count):
     host, port = url.split("//")[1].split(":")
+    # https: the provider over TLS, taken directly (BENCH_CA_BUNDLE trusts its certificate)
+    tls = ssl.create_default_context(cafile=os.environ["BENCH_CA_BUNDLE"]) \
+        if url.startswith("https") else None
     tasks = [one_stream(host, int(port), path, {**body, "input": f"s{i}"} if "input" in body
-                        else body, SPREAD * i / count, KEY) for i in range(count)]
+                        else body, SPREAD * i / count, KEY, tls) for i in range(count)]
     return await asyncio.gather(*tasks)
 
 
@@ -90,13 +94,14 @@ def client_main(url, path, body, count):
     print(json.dumps(results))
 
 
-def run_streams(url, path, body, count):
+def run_streams(url, path, body, count, ca_bundle=None):
+    env = {**os.environ, "BENCH_CA_BUNDLE": ca_bundle or ""}
     out = subprocess.run([sys.executable, __file__, "--client", url, path, json.dumps(body),
-                          str(count)], capture_output=True, text=True, check=True)
+                          str(count)], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout)
 
 
-def measure_row(proc, url, path, body, count, writes=False):
+def measure_row(proc, url, path, body, count, writes=False, ca_bundle=None):
     """Stream `count` clients through a server; PSS sampled while all are open. With
     `writes`, time background creates (a store write each) meanwhile."""
     cpu = cpu_seconds(tree(proc.pid)) if proc else 0.0
@@ -111,7 +116,7 @@ def measure_row(proc, url, path, body, count, writes=False):
 
     thread = threading.Thread(target=sampler)
     thread.start()
-    results = run_streams(url, path, body, count)
+    results = run_streams(url, path, body, count, ca_bundle)
     thread.join()
     firsts = [f for f, _, _ in results if f is not None]
     completed = sum(done for _, done, _ in results)
@@ -306,6 +311,8 @@ def main():
     rows = {
         "direct, Chat Completions": (None, up_url, "/v1/chat/completions", chat),
         "direct, Responses API": (None, up_url, "/v1/responses", responses),
+        "direct, Responses API over TLS": (None, f"https://127.0.0.1:{tls_port}",
+                                           "/v1/responses", responses),
         "gateway (gevent), passed through": (*servers["gateway"], "/v1/responses",
                                              {**responses, "model": "groq/bench"}),
         "gateway (gevent), passed through, provider over TLS": (
@@ -330,7 +337,7 @@ def main():
             for size in sizes:
                 for name, (proc, url, path, body) in rows.items():
                     result = measure_row(proc, url, path, body, size,
-                                         writes=name.startswith("gateway"))
+                                         writes=name.startswith("gateway"), ca_bundle=bundle)
                     measured[size][name].append(result)
                     print(f"round {round_ + 1}, {size} streams, {name}: {result}", flush=True)
                     time.sleep(1)
@@ -380,8 +387,8 @@ def report(data, out):
         f"on {data['when']}, on this project's machine kind (2 cores, shared by the clients, "
         "the provider and the servers). The provider streams 20 deltas 0.5 s apart (10 s a "
         "stream), and closes a kept-alive connection idle for 2 s, so each row opens its "
-        "connections anew; over TLS, the gateway trusts certifi's bundle plus the test CA "
-        "(the direct rows are plain HTTP). The clients open their streams spread evenly "
+        "connections anew; over TLS, the gateway trusts certifi's bundle plus the test CA, "
+        "and its rows compare with the direct row over TLS. The clients open their streams spread evenly "
         "over 2 s. Medians of "
         f"{data['rounds']} interleaved rounds. First delta: seconds from connecting to the "
         "first text delta; PSS: the server's whole process tree while every stream is "
@@ -392,10 +399,11 @@ def report(data, out):
     for size in sizes:
         rows = measured[str(size)] if str(size) in measured else measured[size]
         direct = {"Chat": median(rows["direct, Chat Completions"], "p99"),
-                  "Responses": median(rows["direct, Responses API"], "p99")}
+                  "Responses": median(rows["direct, Responses API"], "p99"),
+                  "TLS": median(rows.get("direct, Responses API over TLS", []), "p99")}
         for name, results in rows.items():
-            base = direct["Responses"] if "passed through" in name or "Responses" in name \
-                else direct["Chat"]
+            base = direct["TLS"] if "TLS" in name else direct["Responses"] \
+                if "passed through" in name or "Responses" in name else direct["Chat"]
             p99 = median(results, "p99")
             over = "" if name.startswith("direct") else f"{(p99 - base) * 1000:+.0f} ms"
             pss, cpu = median(results, "pss"), median(results, "cpu_per_1k")
@@ -428,7 +436,10 @@ def report(data, out):
                   f"{median(runs, 'cancelled'):.0f} | {median(runs, 'closed'):.0f} | "
                   f"{median(runs, 'close_lag_p50') * 1000:.0f} ms | "
                   f"{median(runs, 'close_lag_p99') * 1000:.0f} ms | "
-                  f"{median(runs, 'close_lag_max') * 1000:.0f} ms |"]
+                  f"{median(runs, 'close_lag_max') * 1000:.0f} ms |", "",
+                  "Each round: " + "; ".join(
+                      f"{r['opened']} opened, {r['cancelled']} cancelled, {r['closed']} closed"
+                      for r in runs) + "."]
     (out / "benchmarks-concurrency.md").write_text("\n".join(lines) + "\n")
     plot(data, out)
 
