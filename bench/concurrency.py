@@ -157,7 +157,9 @@ def gateway(upstream_port, store_dir, **env):
             "GROQ_API_KEY": "gsk-bench", "GROQ_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
             "ANTHROPIC_API_KEY": "sk-bench",
             "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1", **env}
-    proc = start(["gunicorn", "app:create_app()"], port, cwd=ROOT, env=full)
+    log = open(f"{store_dir}/gateway-{port}.log", "w")  # kept: what failed, if a row fails
+    proc = start(["gunicorn", "app:create_app()"], port, cwd=ROOT, env=full, stdout=log,
+                 stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -290,6 +292,7 @@ def main():
         report(data, args.out)
         return
     tmp = tempfile.mkdtemp(prefix="bench-concurrency-")
+    print(f"gateway logs: {tmp}/gateway-*.log", flush=True)
     up_port = free_port()
     upstream = start([sys.executable, str(BENCH / "stream_upstream.py"), str(up_port),
                       str(DELTAS), str(INTERVAL)], up_port)

@@ -85,8 +85,8 @@ def wait_for_port(port, proc, seconds=60):
 
 def start(args, port, **kwargs):
     """Start a server process and wait until it listens on `port`."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            **kwargs)
+    kwargs = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **kwargs}
+    proc = subprocess.Popen(args, **kwargs)
     wait_for_port(port, proc)
     return proc
 
