@@ -11,7 +11,8 @@ It serves both ways a client uses a proxy:
 
 Either way, when one end closes, it closes the other, as real proxies do: a
 client that hangs up on the proxy reaches the origin. `seen` records each
-(method, target) it was asked for.
+(method, target) it was asked for. With `tls`, it is an HTTPS proxy: the client speaks TLS
+to it, and through a tunnel, TLS inside that TLS.
 """
 
 import selectors
@@ -27,14 +28,20 @@ class FakeProxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self):
+    def __init__(self, tls=None):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.seen = []
+        self.seen, self.tls = [], tls  # tls: a server-side SSLContext, for an HTTPS proxy
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server_address[1]}"
+
+    def finish_request(self, request, client_address):
+        """Speak TLS to the client first, if an HTTPS proxy (in the request's own thread)."""
+        if self.tls:
+            request = self.tls.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
 
     def handle_error(self, request, client_address):
         pass  # a client or origin that hangs up mid-relay is what the tests do on purpose
@@ -108,6 +115,8 @@ def _relay(client, origin, pending):
             for key, _ in selector.select():
                 try:
                     data = key.fileobj.recv(65536)
+                    while getattr(key.fileobj, "pending", lambda: 0)():  # TLS: decrypted, unread
+                        data += key.fileobj.recv(65536)
                     if data:
                         peers[key.fileobj].sendall(data)
                 except OSError:

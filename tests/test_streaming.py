@@ -9,6 +9,7 @@ import pytest
 import trustme
 
 from config import proxies_for
+from fake_proxy import FakeProxy
 from fake_streaming import FakeStreamingProvider
 from providers import PROVIDERS, connect
 from providers.errors import BadGateway, RateLimited, Rejected
@@ -274,6 +275,38 @@ def test_a_provider_whose_certificate_no_trusted_ca_signed_is_refused(routes, ro
     with pytest.raises(BadGateway):
         list(generation)
     assert routes.fake(route).streams_for("x") == []  # nothing reached the provider
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_through_an_https_proxy_a_stream_is_tls_inside_tls_and_a_close_still_stops_it(
+        routes, tmp_path, trusted):
+    """The proxy's certificate is checked with the same bundle as the provider's."""
+    bundle = routes.ca_bundle
+    if not trusted:
+        bundle = tmp_path / "other-ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(bundle))
+    fake, key = routes.fake("chunked-connect"), f"https-proxy-{trusted}"
+    with FakeProxy(tls=routes.server_tls) as proxy:
+        upstream = connect("anthropic", routes.base_url("chunked-connect"), KEY, 5, 4,
+                           proxies={"https": proxy.url}, verify=str(bundle))
+        generation = PROVIDERS["anthropic"].stream(upstream, {"model": "words-500-20",
+                                                              "input": key})
+        if not trusted:
+            with pytest.raises(BadGateway):
+                list(generation)
+            assert fake.streams_for(key) == [] and proxy.seen == []
+            return
+        reading = threading.Thread(target=lambda: list(generation))
+        reading.start()
+        fake.wait_for(key, lambda s: s.sent >= 3)
+        closed_at = time.monotonic()
+        generation.close()
+        reading.join(timeout=2)
+
+        assert not reading.is_alive()
+        assert proxy.seen == [("CONNECT", routes.base_url("chunked-connect").split("/")[2])]
+        stream = fake.wait_for(key, lambda s: s.client_left, seconds=2)
+        assert stream.gone_at - closed_at < 1 and not stream.finished
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "groq"])

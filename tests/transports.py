@@ -27,8 +27,8 @@ class Routes:
         self.ca = trustme.CA()
         self.ca_bundle = folder / "test-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_bundle))
-        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(self._tls)
+        self.server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # 127.0.0.1, localhost
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(self.server_tls)
         self.proxy = FakeProxy().__enter__()
         self._fakes = {}
 
@@ -37,7 +37,7 @@ class Routes:
         framing, transport = route.split("-")
         tls = transport in ("tls", "connect")
         if (framing, tls) not in self._fakes:
-            fake = FakeStreamingProvider(framing, tls=self._tls if tls else None)
+            fake = FakeStreamingProvider(framing, tls=self.server_tls if tls else None)
             self._fakes[framing, tls] = fake.__enter__()
         return self._fakes[framing, tls]
 
