@@ -110,8 +110,10 @@ class SharedTLS(HTTPAdapter):
                                          proxy_ssl_context=self.context, **kwargs)
 
     def cert_verify(self, conn, url, verify, cert):
-        super().cert_verify(conn, url, verify, cert)  # its checks and CERT_REQUIRED, but
-        conn.ca_certs = conn.ca_cert_dir = None  # the bundle is in the context already
+        """Leave the bundle to the context: requests would name it to the pool again (so
+        each new connection would read it) and stat it on every call; it was read at
+        start, where a missing one already stopped the gateway."""
+        conn.ca_certs = conn.ca_cert_dir = None
 
 
 def new_session(auth, pool_size, retry, proxies=None, verify=True):
