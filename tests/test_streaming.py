@@ -263,13 +263,20 @@ def test_new_tls_connections_trust_the_bundle_without_reading_it_again(routes, r
     assert reads == []
 
 
+@pytest.fixture
+def other_ca_bundle(tmp_path):
+    """A CA bundle that trusts none of the fakes: a CA of its own, which signed nothing."""
+    bundle = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(bundle))
+    return bundle
+
+
 @pytest.mark.parametrize("route", ["chunked-tls", "chunked-connect"])
-def test_a_provider_whose_certificate_no_trusted_ca_signed_is_refused(routes, route, tmp_path):
-    other = tmp_path / "other-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(other))
+def test_a_provider_whose_certificate_no_trusted_ca_signed_is_refused(routes, route,
+                                                                      other_ca_bundle):
     url = routes.base_url(route)
     upstream = connect("anthropic", url, KEY, 5, 4, proxies=proxies_for(routes.env(), url),
-                       verify=str(other))
+                       verify=str(other_ca_bundle))
     generation = PROVIDERS["anthropic"].stream(upstream, {"model": "words-2-0", "input": "x"})
 
     with pytest.raises(BadGateway):
@@ -279,12 +286,9 @@ def test_a_provider_whose_certificate_no_trusted_ca_signed_is_refused(routes, ro
 
 @pytest.mark.parametrize("trusted", [True, False])
 def test_through_an_https_proxy_a_stream_is_tls_inside_tls_and_a_close_still_stops_it(
-        routes, tmp_path, trusted):
+        routes, other_ca_bundle, trusted):
     """The proxy's certificate is checked with the same bundle as the provider's."""
-    bundle = routes.ca_bundle
-    if not trusted:
-        bundle = tmp_path / "other-ca.pem"
-        trustme.CA().cert_pem.write_to_path(str(bundle))
+    bundle = routes.ca_bundle if trusted else other_ca_bundle
     fake, key = routes.fake("chunked-connect"), f"https-proxy-{trusted}"
     with FakeProxy(tls=routes.server_tls) as proxy:
         upstream = connect("anthropic", routes.base_url("chunked-connect"), KEY, 5, 4,
