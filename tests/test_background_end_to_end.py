@@ -258,7 +258,7 @@ def test_on_sigterm_a_running_job_finishes_and_a_queued_one_never_starts(streame
 
     store = open_store(f"sqlite:///{folder}/gateway.sqlite3", ttl=60)
     assert store.get(running_one.id).status == "completed"  # given the graceful timeout
-    assert streamer.streams_for("e2e-term-1")[0].finished
+    assert streamer.wait_for("e2e-term-1", lambda s: s.finished)
     stopped = store.get(queued_one.id)
     assert (stopped.status, stopped.body["error"]["code"]) == ("failed", "run_lost")
     assert streamer.streams_for("e2e-term-2") == []  # never started

@@ -60,7 +60,8 @@ def test_a_resume_follows_a_running_run_live_to_its_end(streaming_client, stream
 
     assert events[0]["sequence_number"] == 3 and events[-1]["type"] == "response.completed"
     text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
-    assert text.endswith("w29") and streamer.streams_for("rs-live")[0].finished
+    assert text.endswith("w29")
+    assert streamer.wait_for("rs-live", lambda s: s.finished)
 
 
 def test_a_cancelled_run_ends_its_record_as_incomplete_cancelled(streaming_client, streamer):

@@ -166,8 +166,9 @@ def test_a_generation_streams_to_the_end(fake, provider):
     assert len(statuses) > 5  # at least one Response per delta, as each arrived
     assert responses[-1]["output"][-1]["content"][0]["text"] == "w0 w1 w2 w3 w4"
     assert responses[-1]["usage"]["output_tokens"] == 5
-    [stream] = fake.streams_for(f"full-{provider}")
-    assert stream.finished and stream.body["stream"] is True
+    assert len(fake.streams_for(f"full-{provider}")) == 1
+    stream = fake.wait_for(f"full-{provider}", lambda s: s.finished)  # its flag lands after
+    assert stream.body["stream"] is True
     if provider == "anthropic":  # translated, and asked for usage at the end
         assert stream.body["stream_options"] == {"include_usage": True}
         assert stream.body["messages"] == [{"role": "user", "content": "full-anthropic"}]

@@ -181,8 +181,8 @@ def test_a_background_stream_outlives_its_client(served, streamer):
     while (status := sdk(served).responses.retrieve(response_id).status) != "completed":
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
-    stream = streamer.streams_for("bg-leave")[0]
-    assert stream.finished and not stream.client_left
+    stream = streamer.wait_for("bg-leave", lambda s: s.finished)
+    assert not stream.client_left
 
 
 @pytest.mark.parametrize("model", ["groq/cut-3-5", "anthropic/fail-3-5"])
