@@ -9,8 +9,8 @@ directly (Chat Completions, Responses API, and Responses API over TLS), this gat
 and translating a Chat one (anthropic), the gateway under gthread (today's 32 threads a worker, and 1,000), and
 LiteLLM's proxy (1 worker, Chat Completions; with --litellm). Every row runs in every
 round, in turn (interleaved); each figure is the median of the rounds. Each row
-reports completed streams, first-delta p50/p99, the server tree's PSS while every
-stream is open, and its CPU seconds per 1,000 deltas.
+reports completed streams, first-delta p50/p99, the server tree's peak PSS while the
+streams run, and its CPU seconds per 1,000 deltas.
 
 Then gateway runs: 2,000 background creates at once at a Chat-only provider, the time
 from the last create's answer until the provider has every stream open; then 2,000
@@ -102,28 +102,39 @@ def run_streams(url, path, body, count, ca_bundle=None):
 
 
 def measure_row(proc, url, path, body, count, writes=False, ca_bundle=None):
-    """Stream `count` clients through a server; PSS sampled while all are open. With
-    `writes`, time background creates (a store write each) meanwhile."""
+    """Stream `count` clients through a server; its peak PSS meanwhile, sampled every 0.5 s
+    (a busy server may still be accepting the last streams when the first end, so no one
+    moment has them all). With `writes`, time background creates (a store write each)
+    once every stream should be open."""
     cpu = cpu_seconds(tree(proc.pid)) if proc else 0.0
-    sample = {}
+    sample, peak, running = {}, [], threading.Event()
+    running.set()
 
     def sampler():
-        time.sleep(SPREAD + 3)
-        if proc:
-            sample["pss"] = memory_bytes(tree(proc.pid))[1]
-        if writes:
-            sample["writes"] = store_writes(url)
+        while proc and running.is_set():
+            peak.append(memory_bytes(tree(proc.pid))[1])
+            time.sleep(0.5)
 
-    thread = threading.Thread(target=sampler)
-    thread.start()
-    results = run_streams(url, path, body, count, ca_bundle)
-    thread.join()
+    def writer():
+        time.sleep(SPREAD + 3)
+        sample["writes"] = store_writes(url)
+
+    threads = [threading.Thread(target=sampler)]
+    threads += [threading.Thread(target=writer)] if writes else []
+    for thread in threads:
+        thread.start()
+    try:
+        results = run_streams(url, path, body, count, ca_bundle)
+    finally:
+        running.clear()
+        for thread in threads:
+            thread.join()
     firsts = [f for f, _, _ in results if f is not None]
     completed = sum(done for _, done, _ in results)
     cpu = (cpu_seconds(tree(proc.pid)) - cpu) if proc else float("nan")
     return {"completed": completed, "p50": pct(firsts, 0.5), "p99": pct(firsts, 0.99),
             "gap_p99": pct([g for _, _, g in results], 0.99),
-            "pss": sample.get("pss", float("nan")),
+            "pss": max(peak, default=float("nan")),
             "cpu_per_1k": cpu / max(1, completed * DELTAS / 1000),
             **sample.get("writes", {})}
 
@@ -149,10 +160,11 @@ def store_writes(url, count=100):
     return {"write_p50": pct(took, 0.5), "write_p99": pct(took, 0.99)}
 
 
-def gateway(upstream_port, store_dir, **env):
+def gateway(upstream_port, store_dir, flags="", **env):
+    """The gateway as the Procfile starts it, with `env` and gunicorn `flags` added."""
     port = free_port()
     full = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
-            "GATEWAY_API_KEYS": KEY, "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
+            "GATEWAY_API_KEYS": KEY, "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} {flags}",
             "STORE_URL": f"sqlite:///{store_dir}/gateway-{port}.sqlite3",
             "GROQ_API_KEY": "gsk-bench", "GROQ_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
             "ANTHROPIC_API_KEY": "sk-bench",
@@ -394,8 +406,8 @@ def report(data, out):
         "and its rows compare with the direct row over TLS. The clients open their streams spread evenly "
         "over 2 s. Medians of "
         f"{data['rounds']} interleaved rounds. First delta: seconds from connecting to the "
-        "first text delta; PSS: the server's whole process tree while every stream is "
-        "open; CPU: the server tree's CPU seconds per 1,000 deltas.", "",
+        "first text delta; PSS: the server's whole process tree, its peak while the streams "
+        "run (sampled every 0.5 s); CPU: the server tree's CPU seconds per 1,000 deltas.", "",
         "| streams | row | completed | first delta p50 | p99 | p99 over direct | longest gap between deltas, p99 | PSS | CPU-s / 1k deltas | store write p50 / p99 |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
