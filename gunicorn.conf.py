@@ -118,6 +118,20 @@ def on_starting(server):
     os.makedirs(folder, exist_ok=True)
 
 
+def pre_fork(server, worker):
+    """Freeze the preloaded app's objects out of the garbage collector's reach.
+
+    A worker's full collection writes to every object it tracks, so each page of
+    the app it inherited from this master would be copied into the worker: the
+    frozen objects are never collected, and their pages stay shared. The tree's
+    PSS at 2,000 streams: 162 MB instead of 173, and 214 instead of 231 once it
+    has also run 2,000 background responses (docs/benchmarks-memory.md).
+    """
+    import gc
+
+    gc.freeze()
+
+
 def post_worker_init(worker):
     """On SIGTERM, let a worker's background runs finish but start none still queued.
 

@@ -181,3 +181,28 @@ def test_gevent_looks_up_names_on_a_thread_but_reads_an_ip_address_in_place():
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "NumericFirstResolver"
+
+
+FREEZE_PROBE = """
+import gc, os, runpy
+conf = runpy.run_path("gunicorn.conf.py")  # as gunicorn reads it
+from app import create_app
+app = create_app({"GATEWAY_AUTH": "disabled", "STORE_URL": "sqlite:///" + os.environ["DB"]})
+conf["pre_fork"](None, None)  # what gunicorn calls in the master before each worker
+pid = os.fork()
+if pid == 0:  # the worker: a full collection must not visit what the master built
+    gc.collect()
+    seen = {id(o) for o in gc.get_objects()}
+    os._exit(0 if id(app) not in seen and id(app.view_functions) not in seen else 1)
+_, status = os.waitpid(pid, 0)
+print(gc.get_freeze_count() > 10_000, os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_workers_collections_leave_the_preloaded_app_alone(tmp_path):
+    done = subprocess.run([sys.executable, "-c", FREEZE_PROBE], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60,
+                          env=clean_env(DB=str(tmp_path / "probe.sqlite3")))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "0"]
