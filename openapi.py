@@ -71,6 +71,14 @@ def provider_param(description):
             "description": description}
 
 
+def sse_event(description):
+    """One server-sent event of a stream, as tools that read SSE check each: its type, and
+    the event as JSON (keep-alive comments carry no event)."""
+    return {"type": "object", "description": description, "required": ["event", "data"],
+            "properties": {"event": {"type": "string", "description": "the event's type"},
+                           "data": {"type": "string", "description": "the event, as JSON"}}}
+
+
 def build_spec():
     """Build the OpenAPI 3.0 document as a plain dict."""
     spec = APISpec(
@@ -93,17 +101,17 @@ def build_spec():
         [provider_param("Provider to create at, instead of a 'provider/' prefix on model")],
         GATEWAY_STATUSES, request_body=CREATE_BODY,
     )
-    create["responses"]["200"]["content"]["text/event-stream"] = {"schema": {
-        "type": "string", "description": "With stream: true, the Responses API's events"}}
+    create["responses"]["200"]["content"]["text/event-stream"] = {"schema": sse_event(
+        "With stream: true, the Responses API's events")}
     spec.path(path="/v1/responses", operations={"post": create})
     no_body = {k: v for k, v in GATEWAY_STATUSES.items() if k != "413"}
     retrieve = operation(
         "Get a response",
         [ID_PARAM, provider_param("Provider override for native retrieval"), *STREAM_PARAMS],
         no_body)
-    retrieve["responses"]["200"]["content"]["text/event-stream"] = {"schema": {
-        "type": "string", "description": "With stream=true, a background response's events "
-                                         "after starting_after, then the rest as they come"}}
+    retrieve["responses"]["200"]["content"]["text/event-stream"] = {"schema": sse_event(
+        "With stream=true, a background response's events after starting_after, then the "
+        "rest as they come")}
     spec.path(path="/v1/responses/{id}", operations={
         "get": retrieve,
         "delete": operation(
