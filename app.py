@@ -36,7 +36,7 @@ from providers.errors import BadGateway
 from providers.upstream import strict_json
 from routing import (
     call, candidates, create_target, first_success, held, keep_input, keeps_nothing,
-    provider_hint, remember,
+    provider_call, provider_hint, remember,
 )
 from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
 from store import tombstone
@@ -314,7 +314,7 @@ def stream_create(settings, upstream, body, gateway_run, items, previous):
         stop = stopped.set
     else:
         generation = PROVIDERS[upstream.name].stream(upstream, body)  # refused fields: 400 now
-        with metrics.upstream_call(upstream.name):
+        with provider_call(upstream, "stream"):
             generation.open()  # the provider's refusal: an envelope, before the first byte
         kind = streams.passthrough if PROVIDERS[upstream.name].responses_api else streams.translated
         source = kind(generation, upstream.name, settings.store, g.owner, (items, previous))

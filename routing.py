@@ -9,6 +9,7 @@ providers' own exceptions; envelope.py turns them into the error envelope.
 """
 
 import unicodedata
+from contextlib import contextmanager
 
 from flask import current_app, g, request
 
@@ -123,9 +124,7 @@ def first_success(upstreams, operation, response_id, *more):
             return upstream.name, call(upstream, operation, response_id, *more)
         except NotFound:
             continue
-        except ProviderError as exc:
-            current_app.logger.warning("request %s: %s at %s failed: %s",
-                                       g.request_id, operation, upstream.name, exc.message)
+        except ProviderError as exc:  # call() logged it
             first_failure = first_failure or exc
     if first_failure:
         g.provider = first_failure.provider
@@ -165,10 +164,34 @@ def visible(settings, operation, hint, stored, response_id):
 
 
 def call(upstream, operation, *arguments):
-    """Run one provider operation, timed and counted."""
-    g.provider = upstream.name
-    with metrics.upstream_call(upstream.name):
+    """Run one provider operation (provider_call: timed, counted, logged if it fails)."""
+    with provider_call(upstream, operation):
         return getattr(PROVIDERS[upstream.name], operation)(upstream, *arguments)
+
+
+@contextmanager
+def provider_call(upstream, operation):
+    """Time and count a call to the provider, and log why it failed: the client's envelope
+    says what failed, the log also what lay under it. A 404 is no failure: ids are probed."""
+    g.provider = upstream.name
+    try:
+        with metrics.upstream_call(upstream.name):
+            yield
+    except NotFound:
+        raise
+    except ProviderError as exc:
+        current_app.logger.warning("request %s: %s at %s failed: %s%s", g.request_id,
+                                   operation, upstream.name, exc.message, causes(exc))
+        raise
+
+
+def causes(exc):
+    """What lay under a failure, by its exceptions' names (" (ConnectionError <
+    MaxRetryError < ...)"); not their texts, which may hold a proxy's credentials."""
+    names = []
+    while (exc := exc.__cause__ or exc.__context__) is not None and len(names) < 8:
+        names.append(type(exc).__name__)
+    return f" ({' < '.join(names)})" if names else ""
 
 
 def lookup(store, response_id):

@@ -1,10 +1,15 @@
 """How every way a provider can fail reaches the client: always the envelope."""
 
+import logging
+import socket
+
 import pytest
 import requests
 
 from providers.upstream import MAX_BODY_BYTES
-from support import PROVIDER_KEYS, assert_envelope, cancel_url, upstream_response
+from support import (
+    GATEWAY_KEY, PROVIDER_KEYS, assert_envelope, auth, cancel_url, create_url, upstream_response,
+)
 
 URL = cancel_url("openai", "resp_123")
 
@@ -151,3 +156,53 @@ def test_a_redirect_is_not_followed(cancel, upstream):
     error = assert_envelope(cancel(provider="openai"), 502, "provider_error", code="upstream_error")
     assert error["message"] == "openai answered HTTP 307"
     assert len(upstream.calls) == 1
+
+
+def logged(caplog, request_id):
+    """The log lines of one request."""
+    return [r.getMessage() for r in caplog.records if f"request {request_id}:" in r.getMessage()]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_create_that_fails_is_logged_with_what_lay_under_it(make_client, caplog, stream):
+    with socket.socket() as closed:  # a port nothing listens on: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    client = make_client(OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
+
+    with caplog.at_level(logging.WARNING):
+        resp = client.post("/v1/responses", json={"model": "openai/gpt-4o", "input": "hi",
+                                                  "stream": stream},
+                           headers={**auth(), "X-Request-ID": "req-refused"})
+
+    assert_envelope(resp, 502, "provider_error", code="upstream_error")
+    operation = "stream" if stream else "create"
+    assert logged(caplog, "req-refused") == [
+        f"request req-refused: {operation} at openai failed: could not connect to openai "
+        "(ConnectionError < MaxRetryError < NewConnectionError < ConnectionRefusedError)"]
+    assert PROVIDER_KEYS["openai"] not in caplog.text and GATEWAY_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("failure,line", [
+    (requests.ReadTimeout("slow"), "openai did not answer within 20s (ReadTimeout)"),
+    (requests.ConnectionError("refused"), "could not connect to openai (ConnectionError)"),
+])
+def test_a_failed_cancel_is_logged_once(cancel, upstream, caplog, failure, line):
+    upstream.post(URL, body=failure)
+
+    with caplog.at_level(logging.WARNING):
+        cancel(provider="openai", headers={"X-Request-ID": "req-once"})
+
+    assert logged(caplog, "req-once") == [f"request req-once: cancel at openai failed: {line}"]
+
+
+def test_a_refusal_is_logged_with_the_providers_words(client, upstream, caplog):
+    upstream.post(create_url("openai"), status=400,
+                  json={"error": {"message": "Unknown model: gpt-0", "type": "invalid"}})
+
+    with caplog.at_level(logging.WARNING):
+        client.post("/v1/responses", json={"model": "openai/gpt-0", "input": "hi"},
+                    headers={**auth(), "X-Request-ID": "req-400"})
+
+    assert logged(caplog, "req-400") == [
+        "request req-400: create at openai failed: openai: Unknown model: gpt-0"]
