@@ -8,8 +8,8 @@ the gateway's run). From there, in this process, and never on a request thread:
   thread starts when a job comes and none is free, and ends when no job waits,
   so an idle worker holds none (under gevent's worker a thread is a greenlet,
   and thousands run at once). A job first writes in_progress; if a cancel got
-  there first, it never starts. It then iterates the generation, noting the
-  output so far.
+  there first, it never starts. It then reads the generation, numbering what
+  each upstream event changes (the output itself stays with the generation).
 - A watch thread, every WATCH_EVERY seconds, reads the status of every job here
   in one store call and stops those whose status turned final elsewhere (a
   cancel through any worker or host): stopping shuts the upstream connection,
@@ -79,8 +79,9 @@ class Job:
     def __init__(self, provider, generation):
         self.provider, self.generation = provider, generation
         self.response_id = generation.response_id
-        self.latest = None  # the Response so far
-        self.saved = None  # the last of those written to the store
+        self.running = False  # started, and not yet holding its final Response
+        self.grown = 0  # how many upstream events have changed its output
+        self.saved = 0  # the value of `grown` its last progress write had
         self.saved_at = 0.0
         self.stopped = False
         self.ended = threading.Event()  # set once the job is done here, however it ended
@@ -197,7 +198,7 @@ class Runner:
         entry = self.settle(response_id, entry)
         job = self._jobs.get(response_id)
         if entry.status not in FINAL:
-            body = (job and job.latest) or entry.body  # the freshest output there is
+            body = job.generation.so_far() if job and job.running else entry.body  # freshest
             entry = self._record(response_id, entry.provider, {**body, "status": "cancelled"})
         if job and entry.status == "cancelled":
             job.stop()
@@ -234,11 +235,11 @@ class Runner:
         jobs, now = self._current(), self.clock()
         self._log(jobs.values())
         for job in jobs.values():
-            latest = job.latest  # None once the job holds its final Response: nothing to add
-            if (latest is not None and latest is not job.saved and not job.stopped
+            grown = job.grown
+            if (job.running and grown != job.saved and not job.stopped
                     and now - job.saved_at >= PROGRESS_EVERY):
-                job.saved, job.saved_at = latest, now
-                self._write(job, latest)
+                job.saved, job.saved_at = grown, now
+                self._write(job, job.generation.so_far())
         if jobs and now >= self._next_heartbeat:
             self._next_heartbeat = now + self.lease / 4
             self.store.heartbeat(list(jobs))
@@ -331,26 +332,23 @@ class Runner:
             self._end(job, entry or self.store.get(job.response_id))
             return  # cancelled while queued: it never starts
         job.log.append(job.writer.event("response.in_progress", response=entry.body))
-        job.saved, job.saved_at = started, self.clock()
-        final = None
+        job.saved_at, job.running = self.clock(), True
         try:
-            for response in generation:
-                if response["status"] == "in_progress":
-                    job.latest = response
-                    job.log += job.writer.update(response)
-                else:
-                    final = response
+            for changes in generation.changes():
+                job.log += job.writer.apply(changes)
+                job.grown += 1
+            final = None if generation.closed else generation.final()
         except ProviderError as exc:
-            final = failed(job.latest or started, run_error(exc))
+            final = failed(generation.so_far(), run_error(exc))
         except Exception:
             log.exception("background response %s at %s broke", job.response_id, job.provider)
-            final = failed(job.latest or started, {"code": "internal_error",
-                                                   "message": "the gateway failed this run"})
+            final = failed(generation.so_far(), {"code": "internal_error",
+                                                 "message": "the gateway failed this run"})
+        job.running = False
         if job.stopped or final is None:
             metrics.count_run(job.provider, "cancelled")
             self._end(job, self.store.get(job.response_id))
             return  # the cancel wrote the final state
-        job.saved = job.latest = None
         stored = self._write(job, final)
         self._end(job, stored)
         metrics.count_run(job.provider, stored.status)

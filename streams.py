@@ -88,21 +88,19 @@ def translated(generation, provider, store, owner=None, kept=(None, None)):
     """A Chat-only provider's chunks as Responses events; the final Response is stored."""
     writer, response_id = EventWriter(), generation.response_id
     yield from writer.start(contract_response({**generation.queued(), "status": "in_progress"},
-                                    response_id, provider))
-    final = None
+                                              response_id, provider))
     try:
-        for response in generation:
-            if response["status"] == "in_progress":
-                yield from writer.update(response)
-            else:
-                final = contract_response(response, response_id, provider)
+        for changes in generation.changes():
+            yield from writer.apply(changes)
+        if generation.closed:
+            return  # the client went away
+        final = contract_response(generation.final(), response_id, provider)
     except ProviderError as exc:
         failed = {**(generation.reader.response("failed")), "error": run_error(exc)}
         _store(store, response_id, provider, failed, owner, kept)
         yield writer.error(**run_error(exc))
         return
-    if final is not None:  # None: the client went away and the generation was closed
-        yield from writer.finish(_store(store, response_id, provider, final, owner, kept))
+    yield from writer.finish(_store(store, response_id, provider, final, owner, kept))
 
 
 def following(runner, response_id, after, stopped):

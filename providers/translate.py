@@ -232,22 +232,23 @@ def response(response_id, model, status, output, usage=None, created_at=None, er
 
 
 def output_items(response_id, text, calls):
-    """Output items: one assistant message with the text, then one item per tool call.
+    """Output items: one assistant message with the text, then one item per tool call."""
+    items = [message_item(response_id, text)] if text else []
+    return items + [call_item(call_id, name, arguments) for call_id, name, arguments in calls]
 
-    Item ids follow from the response's and the call's ids, so a response read
-    again while it runs keeps them.
-    """
-    items = []
-    if text:
-        items.append({
-            "type": "message", "id": f"msg_{response_id.removeprefix('resp_')}",
-            "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        })
-    for call_id, name, arguments in calls:
-        items.append({"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id,
-                      "name": name, "arguments": arguments or "", "status": "completed"})
-    return items
+
+def message_item(response_id, text, status="completed"):
+    """The assistant message of a translated response. Its id follows from the response's,
+    so a stream's item keeps one id from output_item.added to the final Response."""
+    return {"type": "message", "id": f"msg_{response_id.removeprefix('resp_')}",
+            "role": "assistant", "status": status,
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+def call_item(call_id, name, arguments, status="completed"):
+    """A function call of a translated response; its id follows from the call's."""
+    return {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id,
+            "name": name, "arguments": arguments or "", "status": status}
 
 
 def status_for(finish_reason):

@@ -23,29 +23,38 @@ class Clock:
 
 
 class FakeGeneration:
-    """Yields the given Responses, then waits for release() before its final one."""
+    """Grows through the given outputs, then waits for release() before its final one."""
 
     def __init__(self, response_id, so_far=(), final_status="completed", error=None):
-        self.response_id, self.so_far = response_id, list(so_far)
+        self.response_id, self.outputs = response_id, list(so_far)
         self.final_status, self.error = final_status, error
-        self.started, self.released, self.closed = (threading.Event() for _ in range(3))
+        self.started, self.released, self.shut = (threading.Event() for _ in range(3))
+        self.output = []  # the output so far
 
     def queued(self):
         return {"id": self.response_id, "model": "m", "status": "queued", "output": []}
 
-    def __iter__(self):
+    def so_far(self):
+        return {**self.queued(), "status": "in_progress", "output": self.output}
+
+    def changes(self):
         self.started.set()
-        yield from ({**self.queued(), "status": "in_progress", "output": o} for o in self.so_far)
+        for output in self.outputs:
+            self.output = output
+            yield [{"type": "response.output_text.delta", "output_index": 0, "delta": "x"}]
         self.released.wait(5)
-        if self.closed.is_set():
-            return
+
+    def final(self):
         if self.error:
             raise self.error
-        yield {**self.queued(), "status": self.final_status,
-               "output": self.so_far[-1] if self.so_far else []}
+        return {**self.queued(), "status": self.final_status, "output": self.output}
+
+    @property
+    def closed(self):
+        return self.shut.is_set()
 
     def close(self):
-        self.closed.set()
+        self.shut.set()
         self.released.set()
 
 
@@ -93,8 +102,7 @@ def test_tick_writes_progress_at_most_every_half_second_of_the_clock(runner, sto
     gen = FakeGeneration("resp_p", so_far=[message("a"), message("ab")])
     runner.submit("groq", gen)
     wait_until(lambda: store.get("resp_p").status == "in_progress")
-    wait_until(lambda: runner._jobs["resp_p"].latest is not None
-               and runner._jobs["resp_p"].latest["output"] == message("ab"))
+    wait_until(lambda: runner._jobs["resp_p"].grown == 2)
 
     clock.now += 0.1
     runner.tick()
@@ -115,7 +123,7 @@ def test_tick_stops_a_run_cancelled_elsewhere(runner, store):
 
     runner.tick()
 
-    assert gen.closed.is_set()
+    assert gen.closed
     wait_until(lambda: not runner.running())
     assert store.get("resp_c").status == "cancelled"  # the run's own writes could not undo it
 
@@ -166,11 +174,11 @@ def test_a_run_cancelled_while_queued_never_starts(runner, store):
 def test_cancel_of_a_run_here_stops_it_and_keeps_its_output(runner, store):
     gen = FakeGeneration("resp_k", so_far=[message("partial")])
     runner.submit("groq", gen)
-    wait_until(lambda: runner._jobs["resp_k"].latest is not None)
+    wait_until(lambda: runner._jobs["resp_k"].grown)
 
     entry = runner.cancel("resp_k", store.get("resp_k"))
 
-    assert gen.closed.is_set()
+    assert gen.closed
     assert (entry.status, entry.body["output"]) == ("cancelled", message("partial"))
     again = runner.cancel("resp_k", store.get("resp_k"))
     assert again.body == entry.body  # a repeat cancel changes nothing
@@ -284,9 +292,9 @@ def test_tick_never_writes_when_a_run_has_just_ended(runner, store, clock):
     comes between must not store anything in its place."""
     gen = FakeGeneration("resp_e", so_far=[message("x")])
     runner.submit("groq", gen)
-    wait_until(lambda: runner._jobs["resp_e"].latest is not None)
+    wait_until(lambda: runner._jobs["resp_e"].grown)
     job = runner._jobs["resp_e"]
-    job.latest = None  # as the run leaves it, just before its final write
+    job.running = False  # as the run leaves it, just before its final write
     clock.now += 1
 
     runner.tick()

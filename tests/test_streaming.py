@@ -4,6 +4,7 @@ Generation against a provider on 127.0.0.1 that streams slowly (closed from anot
 import ssl
 import threading
 import time
+import tracemalloc
 
 import pytest
 import trustme
@@ -13,6 +14,7 @@ from fake_proxy import FakeProxy
 from fake_streaming import FakeStreamingProvider
 from providers import PROVIDERS, connect
 from providers.errors import BadGateway, RateLimited, Rejected
+from providers.events import EventWriter
 from providers.streaming import ChatReader, ResponsesReader, sse_data
 from transports import ROUTES
 
@@ -75,7 +77,7 @@ def chat_chunk(delta=None, finish=None, **extra):
 
 def test_chat_reader_assembles_text_tool_call_arguments_and_usage():
     reader = ChatReader(upstream_at("http://x"), "resp_" + "b" * 32, "m")
-    grew = [reader.feed(c) for c in [
+    changes = [reader.feed(c) for c in [
         chat_chunk({"role": "assistant", "content": ""}),
         chat_chunk({"content": "Hel"}), chat_chunk({"content": "lo"}),
         chat_chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {
@@ -86,9 +88,17 @@ def test_chat_reader_assembles_text_tool_call_arguments_and_usage():
         "[DONE]",
     ]]
 
-    assert grew == [False, True, True, True, True, False, False, False]
+    added, delta = "response.output_item.added", "response.output_text.delta"
+    assert [[c["type"] for c in chunk] for chunk in changes] == [
+        [], [added, "response.content_part.added", delta], [delta],
+        [added, "response.function_call_arguments.delta"],
+        ["response.function_call_arguments.delta"], [], [], []]
+    assert "".join(c["delta"] for chunk in changes for c in chunk if c["type"] == delta) == "Hello"
     assert reader.done
     final = reader.final()
+    # Each item keeps the id it was added with.
+    assert [c["item"]["id"] for chunk in changes for c in chunk if c["type"] == added] == \
+        [item["id"] for item in final["output"]]
     assert (final["status"], final["model"]) == ("completed", "m-up")
     assert [item["type"] for item in final["output"]] == ["message", "function_call"]
     assert final["output"][0]["content"][0]["text"] == "Hello"
@@ -153,19 +163,25 @@ def test_responses_reader_error_event_is_a_failure_and_failed_keeps_its_error():
 
 # A Generation against the fake provider, over real sockets.
 
+def read_all(generation):
+    """Read a generation to its end: every change it made, then its final Response."""
+    changes = [change for chunk in generation.changes() for change in chunk]
+    return changes, generation.final()
+
+
 @pytest.mark.parametrize("provider", ["anthropic", "groq"])
 def test_a_generation_streams_to_the_end(fake, provider):
     upstream = upstream_at(fake.base_url, provider)
     generation = PROVIDERS[provider].stream(upstream, {"model": "words-5-10",
                                                        "input": f"full-{provider}"})
 
-    responses = list(generation)
+    changes, final = read_all(generation)
 
-    statuses = [r["status"] for r in responses]
-    assert statuses[-1] == "completed" and set(statuses[:-1]) == {"in_progress"}
-    assert len(statuses) > 5  # at least one Response per delta, as each arrived
-    assert responses[-1]["output"][-1]["content"][0]["text"] == "w0 w1 w2 w3 w4"
-    assert responses[-1]["usage"]["output_tokens"] == 5
+    deltas = [c["delta"] for c in changes if c["type"] == "response.output_text.delta"]
+    assert deltas == ["w0 ", "w1 ", "w2 ", "w3 ", "w4"]  # one change per delta, as each arrived
+    assert final["status"] == "completed"
+    assert final["output"][-1]["content"][0]["text"] == "w0 w1 w2 w3 w4"
+    assert final["usage"]["output_tokens"] == 5
     assert len(fake.streams_for(f"full-{provider}")) == 1
     stream = fake.wait_for(f"full-{provider}", lambda s: s.finished)  # its flag lands after
     assert stream.body["stream"] is True
@@ -182,7 +198,7 @@ def test_close_from_another_thread_stops_the_upstream_stream(fake, provider):
     generation = PROVIDERS[provider].stream(upstream_at(fake.base_url, provider),
                                             {"model": "words-500-20", "input": key})
     seen = []
-    reading = threading.Thread(target=lambda: seen.extend(generation))
+    reading = threading.Thread(target=lambda: seen.extend(generation.changes()))
     reading.start()
     fake.wait_for(key, lambda s: s.sent >= 3)
 
@@ -191,7 +207,7 @@ def test_close_from_another_thread_stops_the_upstream_stream(fake, provider):
     reading.join(timeout=2)
 
     assert not reading.is_alive()  # the blocked read returned
-    assert seen and all(r["status"] == "in_progress" for r in seen)  # no final: it was stopped
+    assert seen and generation.closed  # it was stopped before its end
     stream = fake.wait_for(key, lambda s: s.client_left, seconds=2)
     assert stream.gone_at - closed_at < 1 and not stream.finished
 
@@ -204,7 +220,7 @@ def test_close_stops_the_upstream_whatever_the_framing_and_transport(routes, pro
     key = f"close-{provider}-{route}"
     generation = PROVIDERS[provider].stream(upstream_on(routes, route, provider),
                                             {"model": "words-500-20", "input": key})
-    reading = threading.Thread(target=lambda: list(generation))
+    reading = threading.Thread(target=lambda: list(generation.changes()))
     reading.start()
     fake = routes.fake(route)
     fake.wait_for(key, lambda s: s.sent >= 3)
@@ -226,9 +242,9 @@ def test_a_stopped_connection_is_never_reused_and_a_finished_one_is_where_it_can
     def run(key, model, stop_after=None):
         generation = PROVIDERS["anthropic"].stream(upstream, {"model": model, "input": key})
         if stop_after is None:
-            assert list(generation)[-1]["status"] == "completed"
+            assert read_all(generation)[1]["status"] == "completed"
         else:
-            for seen, _ in enumerate(generation):
+            for seen, _ in enumerate(generation.changes()):
                 if seen == stop_after:
                     generation.close()
         return fake.streams_for(key)[-1]
@@ -259,7 +275,7 @@ def test_new_tls_connections_trust_the_bundle_without_reading_it_again(routes, r
     for i in range(3):
         generation = PROVIDERS["anthropic"].stream(
             upstream, {"model": "words-2-0", "input": f"tls-once-{route}-{i}"})
-        assert list(generation)[-1]["status"] == "completed"
+        assert read_all(generation)[1]["status"] == "completed"
 
     assert reads == []
 
@@ -281,7 +297,7 @@ def test_a_provider_whose_certificate_no_trusted_ca_signed_is_refused(routes, ro
     generation = PROVIDERS["anthropic"].stream(upstream, {"model": "words-2-0", "input": "x"})
 
     with pytest.raises(BadGateway):
-        list(generation)
+        read_all(generation)
     assert routes.fake(route).streams_for("x") == []  # nothing reached the provider
 
 
@@ -298,10 +314,10 @@ def test_through_an_https_proxy_a_stream_is_tls_inside_tls_and_a_close_still_sto
                                                               "input": key})
         if not trusted:
             with pytest.raises(BadGateway):
-                list(generation)
+                read_all(generation)
             assert fake.streams_for(key) == [] and proxy.seen == []
             return
-        reading = threading.Thread(target=lambda: list(generation))
+        reading = threading.Thread(target=lambda: list(generation.changes()))
         reading.start()
         fake.wait_for(key, lambda s: s.sent >= 3)
         closed_at = time.monotonic()
@@ -321,7 +337,7 @@ def test_a_stream_that_fails_or_breaks_off_raises(fake, provider, kind):
                                             {"model": f"{kind}-2-0", "input": f"{kind}-x"})
 
     with pytest.raises(BadGateway):
-        list(generation)
+        read_all(generation)
 
 
 @pytest.mark.parametrize("status,error", [(429, RateLimited), (400, Rejected), (500, BadGateway)])
@@ -332,5 +348,47 @@ def test_a_refused_stream_raises_before_any_output(upstream, status, error):
                                                {"model": "m", "input": "x"})
 
     with pytest.raises(error):
-        next(iter(generation))
+        next(generation.changes())
     assert upstream.calls[-1].request.headers["Authorization"] == f"Bearer {KEY}"
+
+
+def chat_delta(i):
+    return chat_chunk({"content": f"w{i} "})
+
+
+def responses_delta(i):
+    return responses_event("response.output_text.delta", output_index=0, content_index=0,
+                           item_id="msg_1", delta=f"w{i} ")
+
+
+def allocated_by_one(reader, writer, chunk):
+    """The most memory taking in one chunk, and numbering what it changed, held at once."""
+    tracemalloc.start()
+    try:
+        list(writer.apply(reader.feed(chunk)))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("kind,reader_class,delta", [
+    ("chat", ChatReader, chat_delta), ("responses", ResponsesReader, responses_delta)])
+def test_a_delta_costs_no_more_at_the_end_of_a_long_stream(kind, reader_class, delta):
+    """Nothing done per delta grows with the text so far (no rejoining, no copying): the
+    64,000th delta takes no more memory than the tenth, where the text is 350 KB."""
+    reader, writer = reader_class(upstream_at("http://x"), "resp_1", "m"), EventWriter()
+    if kind == "responses":
+        list(writer.apply(reader.feed(responses_event(
+            "response.output_item.added", output_index=0,
+            item={"type": "message", "id": "msg_1", "role": "assistant", "content": []}))))
+    for i in range(10):
+        list(writer.apply(reader.feed(delta(i))))
+    early = allocated_by_one(reader, writer, delta(10))
+    for i in range(11, 64_000):
+        list(writer.apply(reader.feed(delta(i))))
+
+    late = allocated_by_one(reader, writer, delta(64_000))
+
+    assert late < early + 4096, (early, late)
+    text = reader.response("in_progress")["output"][0]["content"][0]["text"]
+    assert len(text) > 350_000 and text.endswith("w63999 w64000 ")
