@@ -13,6 +13,7 @@ gthread worker.
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -24,10 +25,14 @@ from gevent import get_hub, monkey
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
 
+log = logging.getLogger("gateway.store")
+
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
 PURGE_EVERY = 3600.0  # seconds between deletions of expired rows, per process
 
+SCHEMA_VERSION = 2  # PRAGMA user_version of a file this code made or upgraded
+# Every statement may run on a file at any version: a new one, or one an older release made.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY,
@@ -46,20 +51,31 @@ CREATE TABLE IF NOT EXISTS events (
     id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     event TEXT NOT NULL,
-    expires_at REAL NOT NULL,
+    expires_at REAL NOT NULL,  -- unused since version 2: a run's log expires in event_logs
     PRIMARY KEY (id, seq)
 );
+CREATE TABLE IF NOT EXISTS event_logs (
+    id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_logs_expiry ON event_logs (expires_at);
 CREATE TABLE IF NOT EXISTS inputs (
     id TEXT PRIMARY KEY,
     items TEXT NOT NULL,
     previous TEXT,
     expires_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS inputs_expiry ON inputs (expires_at);
 """
 # A file made before the gateway ran responses itself, or scoped them to their keys,
 # lacks the columns for it.
 ADD_COLUMNS = {"heartbeat_at": "ALTER TABLE responses ADD COLUMN heartbeat_at REAL",
                "owner": "ALTER TABLE responses ADD COLUMN owner TEXT"}
+# Version 1 kept each event's expiry with the event, and rewrote them all every round.
+FROM_VERSION_1 = """
+INSERT OR IGNORE INTO event_logs (id, expires_at)
+SELECT id, MAX(expires_at) FROM events GROUP BY id
+"""
 
 # One statement, so no other writer can come between the check and the write:
 # the WHERE clause is may_replace(strict=:run), plus "an expired row is as good as none"
@@ -107,8 +123,30 @@ INSERT OR IGNORE INTO events (id, seq, event, expires_at)
 SELECT :id, :seq, :event, :expires_at
 WHERE NOT EXISTS (SELECT 1 FROM responses WHERE id = :id AND rank = 3)
 """
-KEEP_EVENTS = "UPDATE events SET expires_at = ? WHERE id = ?"
-EVENTS = "SELECT event FROM events WHERE id = ? AND seq > ? AND expires_at > ? ORDER BY seq"
+# A run's log is kept EVENTS_KEEP after its last event: one row a run, whatever its length.
+KEEP_EVENTS = """
+INSERT INTO event_logs (id, expires_at) VALUES (?, ?)
+ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+"""
+EVENTS = """
+SELECT event FROM events
+WHERE id = :id AND seq > :after
+  AND EXISTS (SELECT 1 FROM event_logs WHERE id = :id AND expires_at > :now)
+ORDER BY seq
+"""
+# What the hourly purge deletes, a batch at a time, each found by an index: each tuple is
+# one transaction, whose statements all pick the same batch.
+PURGE = (
+    ("DELETE FROM responses WHERE id IN "
+     "(SELECT id FROM responses WHERE expires_at <= :now LIMIT :batch)",),
+    ("DELETE FROM inputs WHERE id IN "
+     "(SELECT id FROM inputs WHERE expires_at <= :now LIMIT :batch)",),
+    ("DELETE FROM events WHERE id IN (SELECT id FROM event_logs "
+     "WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch)",
+     "DELETE FROM event_logs WHERE id IN (SELECT id FROM event_logs "
+     "WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch)"),
+)
+PURGE_BATCH = 100  # rows (or runs' logs) a purge transaction deletes while it holds the lock
 HEARTBEAT = """
 UPDATE responses SET heartbeat_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NOT NULL
@@ -128,13 +166,10 @@ class SQLiteStore:
             raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, NEEDS))} or "
                              f"newer; this Python has {sqlite3.sqlite_version}")
         try:
-            with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT)) as db:
+            with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT,
+                                         isolation_level=None)) as db:
                 db.execute("PRAGMA journal_mode=WAL")  # stays set in the file
-                db.executescript(SCHEMA)
-                columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
-                for column, add in ADD_COLUMNS.items():
-                    if column not in columns:
-                        db.execute(add)
+                _upgrade(db)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
 
@@ -242,17 +277,46 @@ class SQLiteStore:
                 with db:  # one transaction: every event of the batch, or none
                     db.execute("BEGIN")
                     db.executemany(APPEND_EVENT, rows)
-                    db.executemany(KEEP_EVENTS, [(expires_at, rid) for rid, _, _ in batch])
+                    db.executemany(KEEP_EVENTS, [(rid, expires_at) for rid, _, _ in batch])
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
 
     def _events(self, response_id, after):
         try:
             with self._connection() as db:
-                rows = db.execute(EVENTS, (response_id, after, time.time())).fetchall()
+                rows = db.execute(EVENTS, {"id": response_id, "after": after,
+                                           "now": time.time()}).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
         return [json.loads(row[0]) for row in rows]
+
+    def _purge(self):
+        """Delete what has expired, a batch at a time: each batch takes its turn with the
+        writers, off gevent's hub, since how much has expired is not bounded."""
+        now = time.time()
+        for statements in PURGE:
+            while self._purge_batch(statements, now) == PURGE_BATCH:
+                pass
+
+    def _purge_batch(self, statements, now):
+        try:
+            lock = self._lock_file()
+        except OSError as exc:
+            raise StoreError(f"SQLite store: cannot open {self.path}.lock: {exc}") from exc
+        with self._write_lock:
+            return _blocking(self._locked, lock, 0, self._delete, statements, now)
+
+    def _delete(self, statements, now):
+        """Run one batch of the purge in one transaction; how many rows its last deleted."""
+        try:
+            with self._connection() as db:
+                with db:
+                    db.execute("BEGIN")
+                    for statement in statements:
+                        deleted = db.execute(statement, {"now": now, "batch": PURGE_BATCH})
+                    return deleted.rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
 
     def _heartbeat(self, response_ids):
         self._write(HEARTBEAT, (time.time(), json.dumps(response_ids)))
@@ -289,14 +353,20 @@ class SQLiteStore:
                 if rows and params["rank"] == 3:  # deleted: its input and events go too
                     db.execute("DELETE FROM inputs WHERE id = ?", (response_id,))
                     db.execute("DELETE FROM events WHERE id = ?", (response_id,))
-                if now >= self._next_purge:
-                    self._next_purge = now + PURGE_EVERY
-                    db.execute("DELETE FROM responses WHERE expires_at <= ?", (now,))
-                    db.execute("DELETE FROM inputs WHERE expires_at <= ?", (now,))
-                    db.execute("DELETE FROM events WHERE expires_at <= ?", (now,))
+                    db.execute("DELETE FROM event_logs WHERE id = ?", (response_id,))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
+        if now >= self._next_purge:  # on a thread of its own: no write waits for it
+            self._next_purge = now + PURGE_EVERY
+            threading.Thread(target=self._purge_quietly, name="sqlite-purge",
+                             daemon=True).start()
         return _entry(row)
+
+    def _purge_quietly(self):
+        try:
+            self._purge()
+        except StoreError as exc:  # the next purge tries again
+            log.warning("%s", exc)
 
     def _lock_file(self):
         """This process's descriptor of the lock file (a forked worker opens its own)."""
@@ -339,6 +409,30 @@ def _blocking(call, *args):
     if monkey.is_module_patched("threading"):
         return get_hub().threadpool.apply(call, args)
     return call(*args)
+
+
+def _upgrade(db):
+    """Bring a file of any earlier version (or a new one) to SCHEMA_VERSION, in one
+    transaction, keeping what it holds."""
+    db.execute("BEGIN IMMEDIATE")  # one process upgrades; the others wait, then see it done
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            had_logs = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'event_logs'").fetchone()
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
+            for column, add in ADD_COLUMNS.items():
+                if column not in columns:
+                    db.execute(add)
+            if not had_logs:
+                db.execute(FROM_VERSION_1)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _entry(row):

@@ -321,3 +321,87 @@ def test_a_runs_events_are_logged_in_order_and_read_after_any_number(store):
     assert store.events(rid, -1) == events and store.events(other, -1) == events[:1]
     assert store.events(rid, 0) == events[1:] and store.events(rid, 2) == []
     assert store.events(new_id(), -1) == []
+
+
+def test_sqlite_logging_events_writes_only_what_is_new(tmp_path):
+    """A round's write for a run touches its new events and one row for the run, however
+    many it logged before (it used to rewrite every event's expiry)."""
+    store = open_store(f"sqlite:///{tmp_path}/log.sqlite3", ttl=3600)
+    rid = new_id()
+    store.append_events([(rid, 0, [{"sequence_number": i} for i in range(2000)])])
+
+    with store._connection() as db:  # the one idle connection, which every call here takes
+        before = db.total_changes
+    store.append_events([(rid, 2000, [{"sequence_number": 2000}])])
+    with store._connection() as again:
+        assert again is db
+        changed = db.total_changes - before
+
+    assert changed == 2  # the event, and the run's log kept an hour longer
+    assert [e["sequence_number"] for e in store.events(rid, 1998)] == [1999, 2000]
+
+
+def test_sqlite_purge_deletes_what_expired_by_index_and_keeps_the_rest(tmp_path, monkeypatch):
+    import sqlite3
+
+    import store.sqlite_backend as backend
+
+    monkeypatch.setattr(backend, "PURGE_BATCH", 7)  # several batches per table
+    monkeypatch.setattr(backend, "EVENTS_KEEP", 1)
+    store = open_store(f"sqlite:///{tmp_path}/purge.sqlite3", ttl=1)
+    old = [new_id() for _ in range(20)]
+    for rid in old:
+        store.record(rid, "groq", response(rid, "completed"))
+        store.keep_input(rid, [{"id": "msg_1"}])
+        store.append_events([(rid, 0, [{"sequence_number": 0}, {"sequence_number": 1}])])
+    time.sleep(1.1)
+    monkeypatch.setattr(store, "ttl", 3600)
+    monkeypatch.setattr(backend, "EVENTS_KEEP", 3600)
+    kept = new_id()
+    store.record(kept, "groq", response(kept, "completed"))
+    store.keep_input(kept, [{"id": "msg_1"}])
+    store.append_events([(kept, 0, [{"sequence_number": 0}])])
+
+    store._purge()
+
+    with sqlite3.connect(tmp_path / "purge.sqlite3") as db:
+        for table in ("responses", "inputs", "event_logs"):
+            assert db.execute(f"SELECT id FROM {table}").fetchall() == [(kept,)], table
+        assert db.execute("SELECT id, seq FROM events").fetchall() == [(kept, 0)]
+        for statement in sum(backend.PURGE, ()):  # each finds its rows by an index, never a scan
+            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}",
+                                                 {"now": 0, "batch": 1})]
+            assert not [step for step in plan if step.startswith("SCAN")], (statement, plan)
+    db.close()
+
+
+def test_a_sqlite_file_of_version_1_is_upgraded_in_place_with_its_events(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite3"
+    with sqlite3.connect(path) as db:  # as the release before event_logs left a file
+        db.executescript("""
+            CREATE TABLE responses (id TEXT PRIMARY KEY, provider TEXT NOT NULL, status TEXT,
+                rank INTEGER NOT NULL, body TEXT NOT NULL, created_at REAL NOT NULL,
+                updated_at REAL NOT NULL, expires_at REAL NOT NULL, heartbeat_at REAL,
+                owner TEXT);
+            CREATE TABLE events (id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+                expires_at REAL NOT NULL, PRIMARY KEY (id, seq));
+            CREATE TABLE inputs (id TEXT PRIMARY KEY, items TEXT NOT NULL, previous TEXT,
+                expires_at REAL NOT NULL);
+        """)
+        db.execute("INSERT INTO responses VALUES ('run', 'groq', 'in_progress', 1, '{}', 1, 1, "
+                   "9e99, 1, 'o')")
+        db.executemany("INSERT INTO events VALUES ('run', ?, ?, 9e99)",
+                       [(i, f'{{"sequence_number": {i}}}') for i in range(3)])
+    db.close()
+
+    store = open_store(f"sqlite:///{path}", ttl=60)
+    store.append_events([("run", 3, [{"sequence_number": 3}])])
+
+    assert [e["sequence_number"] for e in store.events("run", 0)] == [1, 2, 3]
+    assert store.get("run").owner == "o"
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    db.close()
+    assert open_store(f"sqlite:///{path}", ttl=60).events("run", 2) == [{"sequence_number": 3}]
