@@ -108,6 +108,11 @@ class RedisStore:
     def __str__(self):
         return f"Redis at {self.where}"  # never the URL: it may hold a password
 
+    def local_secret(self):
+        """None: several hosts share this store, and a secret kept in it would be in
+        every copy of it; GATEWAY_SECRET must say one for them all."""
+        return None
+
     def get(self, response_id):
         """The live entry for an id, or None."""
         try:

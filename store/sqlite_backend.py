@@ -13,19 +13,18 @@ gthread worker.
 
 import fcntl
 import json
-import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
+import weakref
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 from gevent import get_hub, monkey
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
-
-log = logging.getLogger("gateway.store")
 
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
@@ -134,19 +133,20 @@ WHERE id = :id AND seq > :after
   AND EXISTS (SELECT 1 FROM event_logs WHERE id = :id AND expires_at > :now)
 ORDER BY seq
 """
-# What the hourly purge deletes, a batch at a time, each found by an index: each tuple is
-# one transaction, whose statements all pick the same batch.
+# The hourly purge, in steps, each by an index. A write that finds a purge due carries one
+# batch of its current step, so no write pays for more than a batch, however much expired.
 PURGE = (
-    ("DELETE FROM responses WHERE id IN "
-     "(SELECT id FROM responses WHERE expires_at <= :now LIMIT :batch)",),
-    ("DELETE FROM inputs WHERE id IN "
-     "(SELECT id FROM inputs WHERE expires_at <= :now LIMIT :batch)",),
-    ("DELETE FROM events WHERE id IN (SELECT id FROM event_logs "
-     "WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch)",
-     "DELETE FROM event_logs WHERE id IN (SELECT id FROM event_logs "
-     "WHERE expires_at <= :now ORDER BY expires_at LIMIT :batch)"),
+    "DELETE FROM responses WHERE id IN "
+    "(SELECT id FROM responses WHERE expires_at <= :now LIMIT :batch)",
+    "DELETE FROM inputs WHERE id IN "
+    "(SELECT id FROM inputs WHERE expires_at <= :now LIMIT :batch)",
+    "DELETE FROM events WHERE rowid IN (SELECT events.rowid FROM event_logs "
+    "JOIN events ON events.id = event_logs.id WHERE event_logs.expires_at <= :now "
+    "LIMIT :batch)",
+    "DELETE FROM event_logs WHERE id IN "
+    "(SELECT id FROM event_logs WHERE expires_at <= :now LIMIT :batch)",
 )
-PURGE_BATCH = 100  # rows (or runs' logs) a purge transaction deletes while it holds the lock
+PURGE_BATCH = 200  # rows one write may purge
 HEARTBEAT = """
 UPDATE responses SET heartbeat_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NOT NULL
@@ -158,13 +158,18 @@ class SQLiteStore:
 
     def __init__(self, path, ttl):
         self.path, self.ttl = path, ttl
-        self._idle, self._idle_pid = [], None  # this process's connections not in use
-        self._write_lock = threading.Lock()  # one writer per process at a time (gevent's, patched)
-        self._lock_fd, self._lock_pid = None, None
-        self._next_purge = 0.0
+        self._for_this_process()
+        # A forked process starts with its own connections, lock file and lock: a thread of
+        # the parent may hold the lock as it forks, and would never release it in the child.
+        forked = weakref.WeakMethod(self._for_this_process)
+        os.register_at_fork(after_in_child=lambda: forked() and forked()())
         if sqlite3.sqlite_version_info < NEEDS:
             raise StoreError(f"the SQLite store needs SQLite {'.'.join(map(str, NEEDS))} or "
                              f"newer; this Python has {sqlite3.sqlite_version}")
+        try:
+            _owner_only(path)
+        except OSError as exc:
+            raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
         try:
             with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT,
                                          isolation_level=None)) as db:
@@ -183,6 +188,31 @@ class SQLiteStore:
 
     def __str__(self):
         return f"SQLite at {self.path}"
+
+    def _for_this_process(self):
+        self._idle = []  # this process's connections not in use
+        self._write_lock = threading.Lock()  # one writer per process at a time (gevent's, patched)
+        self._lock_fd = None  # this process's descriptor of the lock file
+        self._next_purge, self._purging = 0.0, None  # see PURGE
+
+    def local_secret(self):
+        """A secret of this host's, kept in a file of its own beside the database (made
+        once, readable by its owner only), for keying owner ids where the operator set
+        none: a copy of the database alone does not hold it."""
+        path = f"{self.path}.secret"
+        if not os.path.exists(path):
+            draft = f"{path}.{os.getpid()}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+            try:
+                os.link(draft, path)  # whole or not at all; a process that lost the race
+            except FileExistsError:  # reads the winner's
+                pass
+            finally:
+                os.unlink(draft)
+        with open(path, "rb") as secret:
+            return secret.read().strip()
 
     def get(self, response_id):
         """The live entry for an id, or None."""
@@ -291,32 +321,34 @@ class SQLiteStore:
         return [json.loads(row[0]) for row in rows]
 
     def _purge(self):
-        """Delete what has expired, a batch at a time: each batch takes its turn with the
-        writers, off gevent's hub, since how much has expired is not bounded."""
-        now = time.time()
-        for statements in PURGE:
-            while self._purge_batch(statements, now) == PURGE_BATCH:
-                pass
+        """Purge all that has expired now, one batch a write (as writes do, see PURGE)."""
+        self._next_purge = 0.0
+        while True:
+            with self._write_lock:
+                if self._in_turn(self._purge_batch, time.time()):
+                    return
 
-    def _purge_batch(self, statements, now):
-        try:
-            lock = self._lock_file()
-        except OSError as exc:
-            raise StoreError(f"SQLite store: cannot open {self.path}.lock: {exc}") from exc
-        with self._write_lock:
-            return _blocking(self._locked, lock, 0, self._delete, statements, now)
-
-    def _delete(self, statements, now):
-        """Run one batch of the purge in one transaction; how many rows its last deleted."""
+    def _purge_batch(self, now):
+        """Delete one batch of what has expired, if a purge is due; True once it is done
+        (or none was due). Every step deletes what expired by the purge's first batch."""
+        if now < self._next_purge:
+            return True
+        if self._purging is None:
+            self._purging = [now, 0]  # when it started, its step
+        started, step = self._purging
         try:
             with self._connection() as db:
-                with db:
-                    db.execute("BEGIN")
-                    for statement in statements:
-                        deleted = db.execute(statement, {"now": now, "batch": PURGE_BATCH})
-                    return deleted.rowcount
+                deleted = db.execute(PURGE[step], {"now": started,
+                                                   "batch": PURGE_BATCH}).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
+        if deleted == PURGE_BATCH:
+            return False
+        if step + 1 < len(PURGE):
+            self._purging[1] += 1
+            return False
+        self._purging, self._next_purge = None, now + PURGE_EVERY
+        return True
 
     def _heartbeat(self, response_ids):
         self._write(HEARTBEAT, (time.time(), json.dumps(response_ids)))
@@ -356,30 +388,18 @@ class SQLiteStore:
                     db.execute("DELETE FROM event_logs WHERE id = ?", (response_id,))
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
-        if now >= self._next_purge:  # on a thread of its own: no write waits for it
-            self._next_purge = now + PURGE_EVERY
-            threading.Thread(target=self._purge_quietly, name="sqlite-purge",
-                             daemon=True).start()
+        self._purge_batch(now)  # still in this write's turn
         return _entry(row)
 
-    def _purge_quietly(self):
-        try:
-            self._purge()
-        except StoreError as exc:  # the next purge tries again
-            log.warning("%s", exc)
-
     def _lock_file(self):
-        """This process's descriptor of the lock file (a forked worker opens its own)."""
-        if self._lock_pid != os.getpid():
+        """This process's descriptor of the lock file, opened on first use."""
+        if self._lock_fd is None:
             self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            self._lock_pid = os.getpid()
         return self._lock_fd
 
     @contextmanager
     def _connection(self):
         """A connection of this process's for one call: an idle one, or a new one."""
-        if self._idle_pid != os.getpid():  # a forked worker must not use its parent's
-            self._idle, self._idle_pid = [], os.getpid()
         try:
             db = self._idle.pop()  # atomic, as is append(): no lock needed
         except IndexError:
@@ -409,6 +429,19 @@ def _blocking(call, *args):
     if monkey.is_module_patched("threading"):
         return get_hub().threadpool.apply(call, args)
     return call(*args)
+
+
+def _owner_only(path):
+    """Make the database file readable by its owner only before SQLite opens it: SQLite
+    gives its -wal and -shm files the database's mode. Files an earlier release left
+    readable to others are narrowed too."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm", ".lock", ".secret"):
+        try:
+            if os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 def _upgrade(db):

@@ -368,7 +368,7 @@ def test_sqlite_purge_deletes_what_expired_by_index_and_keeps_the_rest(tmp_path,
         for table in ("responses", "inputs", "event_logs"):
             assert db.execute(f"SELECT id FROM {table}").fetchall() == [(kept,)], table
         assert db.execute("SELECT id, seq FROM events").fetchall() == [(kept, 0)]
-        for statement in sum(backend.PURGE, ()):  # each finds its rows by an index, never a scan
+        for statement in backend.PURGE:  # each finds its rows by an index, never a scan
             plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {statement}",
                                                  {"now": 0, "batch": 1})]
             assert not [step for step in plan if step.startswith("SCAN")], (statement, plan)
