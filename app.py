@@ -31,12 +31,12 @@ from config import Settings, key_digest
 from envelope import ApiError, error_response, invalid, unauthorized
 from items import ORDERS, as_items, page
 from openapi import build_spec
-from providers import PROVIDERS
+from providers import PROVIDERS, keeps_nothing
 from providers.errors import BadGateway
 from providers.upstream import strict_json
 from routing import (
-    call, candidates, create_target, first_success, held, keep_input, keeps_nothing,
-    provider_call, provider_hint, remember,
+    call, candidates, create_target, first_success, held, keep_created, keep_input,
+    previous_checked, provider_call, provider_hint, remember,
 )
 from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
 from store import tombstone
@@ -58,6 +58,10 @@ def create_app(test_config=None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # for bodies that are read
     if settings.auth_disabled:
         app.logger.warning("GATEWAY_AUTH=disabled: every client may use this gateway")
+    if settings.unkeyed_owners:
+        app.logger.warning("GATEWAY_SECRET is not set and %s keeps no secret of its own: "
+                           "owner ids are unkeyed digests of the keys; set GATEWAY_SECRET, "
+                           "the same on every host", settings.store)
     app.logger.info("response store: %s", settings.store)
     app.before_request(assign_request_id)
     app.before_request(refuse_large_body)
@@ -157,28 +161,34 @@ def create_response():
     body = json_object_body()
     if not isinstance(body.get("stream"), (bool, type(None))):  # not `in (True, False)`: 1 == True
         raise invalid("stream must be true or false", "stream")
+    stored = body.get("store") is not False  # store: false keeps nothing, input nor output
+    if body.get("background") is True and not stored:
+        raise invalid("background responses are stored: background: true cannot be sent "
+                      "with store: false", "store")
     upstream, body = create_target(settings, body, provider_hint())
     gateway_run = body.get("background") is True and PROVIDERS[upstream.name].cancel is None
-    kept = body.get("store") is not False and (gateway_run or keeps_nothing(upstream.name))
+    kept = stored and (gateway_run or keeps_nothing(upstream.name))
     items = as_items(body.get("input")) if kept else None  # this turn's input, before chaining
     try:
         body, previous = chains.follows(settings.store, body, upstream.name, keeps_nothing,
-                                        g.owner)
+                                        g.owner, settings.probe_unknown)
     except ValueError as exc:
         raise invalid(str(exc), "previous_response_id") from None
     if body.get("stream") is True:
-        return stream_create(settings, upstream, body, gateway_run, items, previous)
+        return stream_create(settings, upstream, body, gateway_run, (items, previous), stored)
     if gateway_run:
-        entry = start_run(settings, upstream, body)
-        keep_input(settings.store, entry.body["id"], items, previous)
-        return entry.body
-    created = call(upstream, "create", body)
+        return start_run(settings, upstream, body, (items, previous)).body
+    with previous_checked(previous):
+        created = call(upstream, "create", body)
     response_id = created.get("id")
     if not isinstance(response_id, str) or not response_id:
         raise BadGateway(upstream.name, f"{upstream.name} created a response but sent no id")
     response = contract_response(created, response_id, upstream.name)
+    if not stored:
+        return response
+    response = keep_created(settings.store, upstream, response)
     keep_input(settings.store, response_id, items, previous)
-    return remember(settings.store, upstream.name, response)
+    return response
 
 
 @bp.get("/responses/<string(minlength=0):response_id>")
@@ -303,31 +313,36 @@ def event_stream(source, stop):
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def stream_create(settings, upstream, body, gateway_run, items, previous):
-    """Answer a create with server-sent events (streams.py); a refusal is still an envelope."""
+def stream_create(settings, upstream, body, gateway_run, kept, stored):
+    """Answer a create with server-sent events (streams.py); a refusal is still an envelope.
+    `kept` is what to keep of its input, (items, previous id); `stored` False keeps nothing."""
     g.provider = upstream.name
     if gateway_run:  # the client follows the run; the run goes on if the client leaves
         stopped = threading.Event()
-        entry = start_run(settings, upstream, body)
-        keep_input(settings.store, entry.body["id"], items, previous)
+        entry = start_run(settings, upstream, body, kept)
         source = streams.following(settings.runner, entry.body["id"], -1, stopped)
         stop = stopped.set
     else:
         generation = PROVIDERS[upstream.name].stream(upstream, body)  # refused fields: 400 now
-        with provider_call(upstream, "stream"):
+        with provider_call(upstream, "stream"), previous_checked(kept[1]):
             generation.open()  # the provider's refusal: an envelope, before the first byte
-        kind = streams.passthrough if PROVIDERS[upstream.name].responses_api else streams.translated
-        source = kind(generation, upstream.name, settings.store, g.owner, (items, previous))
+        store = settings.store if stored else None
+        if PROVIDERS[upstream.name].responses_api:
+            source = streams.passthrough(generation, upstream.name, store, g.owner, kept,
+                                         created=True)
+        else:
+            source = streams.translated(generation, upstream.name, store, g.owner, kept)
         stop = generation.close
     return event_stream(source, stop)
 
 
-def start_run(settings, upstream, body):
-    """Hand a background response to the runner: no native cancel, so the gateway runs it."""
+def start_run(settings, upstream, body, kept):
+    """Hand a background response to the runner: no native cancel, so the gateway runs it.
+    `kept` is what to keep of its input once the provider accepts it: (items, previous)."""
     g.provider = upstream.name
     foreground = {k: v for k, v in body.items() if k != "background"}  # upstream, it streams
     generation = PROVIDERS[upstream.name].stream(upstream, foreground)  # refused fields: 400 now
-    return settings.runner.submit(upstream.name, generation, g.owner)
+    return settings.runner.submit(upstream.name, generation, g.owner, kept)
 
 
 def cancel_run(settings, response_id, stored):

@@ -44,6 +44,7 @@ import threading
 import time
 
 import metrics
+from owners import stored_as
 from providers.errors import (
     BadGateway, GatewayTimeout, NotFound, ProviderError, RateLimited, Rejected,
 )
@@ -76,8 +77,9 @@ def _stopping():
 class Job:
     """One run: its generation, the latest output it has not written yet, and a stop switch."""
 
-    def __init__(self, provider, generation):
+    def __init__(self, provider, generation, kept=(None, None)):
         self.provider, self.generation = provider, generation
+        self.kept = kept  # (input items, previous id) to keep once the provider accepts it
         self.response_id = generation.response_id
         self.running = False  # started, and not yet holding its final Response
         self.grown = 0  # how many upstream events have changed its output
@@ -126,16 +128,18 @@ class Runner:
                 threading.Thread(target=self._every_round, args=(step,),
                                  name=f"background-{step.__name__}", daemon=True).start()
 
-    def submit(self, provider, generation, owner=None):
-        """Store the generation's Response as queued, as `owner`'s, then run it in the
-        background.
+    def submit(self, provider, generation, owner=None, kept=(None, None)):
+        """Store the generation's Response as queued, as `owner`'s (owners.py), then run it
+        in the background; its input, `kept` as (items, previous id), is kept once the
+        provider has accepted it.
 
         Returns the stored entry; raises StoreError, and runs nothing, if the
         store cannot be written: a run nobody could read would be lost.
         """
         self._here()
-        entry = self._record(generation.response_id, provider, generation.queued(), owner)
-        job = Job(provider, generation)
+        entry = self._record(generation.response_id, provider, generation.queued(),
+                             stored_as(owner))
+        job = Job(provider, generation, kept)
         job.log += [*job.writer.start(entry.body),
                     job.writer.event("response.queued", response=entry.body)]
         with self._lock:  # with _work's look for a next job: no job is left with no thread
@@ -334,6 +338,8 @@ class Runner:
         job.log.append(job.writer.event("response.in_progress", response=entry.body))
         job.saved_at, job.running = self.clock(), True
         try:
+            generation.open()  # the provider's refusal raises here, and keeps no input
+            self._keep_input(job)
             for changes in generation.changes():
                 job.log += job.writer.apply(changes)
                 job.grown += 1
@@ -355,6 +361,18 @@ class Runner:
         if stored.status == "failed":
             log.warning("background response %s at %s failed: %s", job.response_id,
                         job.provider, (stored.body.get("error") or {}).get("message"))
+
+    def _keep_input(self, job):
+        """Keep a run's input, now that its provider took it; a store that is down costs
+        only the list (and the chain)."""
+        items, previous = job.kept
+        if items is None:
+            return
+        try:
+            self.store.keep_input(job.response_id, items, previous)
+        except StoreError as exc:
+            log.warning("background response %s: its input was not stored: %s",
+                        job.response_id, exc)
 
     def _write(self, job, response):
         """Write a run's Response; stop the job if the store holds another final status."""

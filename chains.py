@@ -10,6 +10,7 @@ and sends the whole conversation as the input, oldest turn first. Nothing here
 knows Flask.
 """
 
+from owners import sees
 from store import DELETED
 
 MAX_TURNS = 1000  # a chain longer than this is taken for a loop
@@ -25,12 +26,14 @@ class PreviousNotFound(Exception):
         self.message = str(self)
 
 
-def follows(store, body, provider, keeps_nothing, owner):
+def follows(store, body, provider, keeps_nothing, owner, forward_unknown=True):
     """The create body to send `provider` for a create that may follow another response,
     and the previous id to keep with its input (None if it follows none).
 
-    `keeps_nothing(name)` says whether a provider keeps no responses. Raises
-    PreviousNotFound, or ValueError if the previous response lives at another provider.
+    `keeps_nothing(name)` says whether a provider keeps no responses; `owner` is the
+    caller (owners.py). A previous id the store does not know is forwarded to a provider
+    that keeps responses, unless `forward_unknown` is False. Raises PreviousNotFound, or
+    ValueError if the previous response lives at another provider.
     """
     previous = body.get("previous_response_id")
     if previous is None:
@@ -41,7 +44,7 @@ def follows(store, body, provider, keeps_nothing, owner):
     if entry is not None and _hidden(entry, owner):
         raise PreviousNotFound(previous)  # as if it did not exist: nothing about it leaks
     held_here = entry is not None and (entry.gateway_run or keeps_nothing(entry.provider))
-    if not held_here and not keeps_nothing(provider):
+    if not held_here and not keeps_nothing(provider) and (entry is not None or forward_unknown):
         return body, previous  # the provider holds the chain (or says it does not)
     if entry is None:
         raise PreviousNotFound(previous)
@@ -72,7 +75,7 @@ def rebuild(store, response_id, owner, entry=None):
 
 def _hidden(entry, owner):
     """Whether a stored response is another key's or deleted: for this caller, not there."""
-    return entry.owner not in (None, owner) or entry.status == DELETED
+    return not sees(owner, entry.owner) or entry.status == DELETED
 
 
 def _bare(item):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from background import Runner
+from owners import Owner
 from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
 from store import StoreError, open_store
 
@@ -21,6 +22,7 @@ DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
 # as many runs as connections; a gthread worker pays a thread's stack for each.
 DEFAULT_BACKGROUND_THREADS = {"gevent": DEFAULT_CONNECTIONS, "gthread": 16}
 DEFAULT_BACKGROUND_LEASE = 30.0  # seconds without a heartbeat before a run counts as lost
+MIN_SECRET = 16  # characters in each GATEWAY_SECRET
 
 
 class ConfigError(RuntimeError):
@@ -35,7 +37,9 @@ class Settings:
     """Everything the request path needs, built once at app creation."""
 
     key_digests: tuple[bytes, ...]  # SHA-256 of each accepted client key
-    owners: dict[bytes, str]  # key digest -> the owner its responses are stored under; {}: shared
+    owners: dict[bytes, Owner]  # key digest -> whose responses it sees; {}: shared by all
+    unkeyed_owners: bool  # keys' responses are theirs, but no secret keys their owner ids
+    probe_unknown: bool  # ask the providers about an id the store does not know
     auth_disabled: bool
     upstreams: dict[str, Upstream]  # configured providers only, in PROVIDERS order
     max_content_length: int  # larger request bodies get a 413
@@ -56,6 +60,9 @@ class Settings:
         metrics_auth = env.get("METRICS_AUTH", "").strip().lower()
         if metrics_auth not in ("", "none", "required"):
             raise ConfigError("METRICS_AUTH must be 'required' or unset")
+        probe = env.get("PROBE_UNKNOWN_IDS", "").strip().lower() or "on"
+        if probe not in ("on", "off"):
+            raise ConfigError("PROBE_UNKNOWN_IDS must be 'on' or 'off'")
         keys = [k.strip() for k in env.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
         if not keys and auth != "disabled":
             raise ConfigError(
@@ -76,9 +83,12 @@ class Settings:
         lease = _positive_number(env, "BACKGROUND_LEASE", DEFAULT_BACKGROUND_LEASE)
         body_limit = int(_positive_number(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
         store = _store(env)
+        secrets = _secrets(env, store) if scope == "key" and auth != "disabled" else []
         return cls(
             key_digests=tuple(key_digest(k) for k in keys),
-            owners={} if scope == "shared" else {key_digest(k): owner_id(k) for k in keys},
+            owners={} if scope == "shared" else {key_digest(k): Owner.of(k, secrets) for k in keys},
+            unkeyed_owners=scope == "key" and auth != "disabled" and not secrets,
+            probe_unknown=probe == "on",
             auth_disabled=auth == "disabled",
             # Every request and every background run may hold a connection at once.
             upstreams=_upstreams(env, read_timeout, serving + runs),
@@ -95,9 +105,21 @@ def key_digest(key):
     return hashlib.sha256(key.encode()).digest()
 
 
-def owner_id(key):
-    """The id a key's responses are stored under: a digest of its own, never the key."""
-    return hashlib.sha256(b"gateway response owner\0" + key.encode()).hexdigest()
+def _secrets(env, store):
+    """The secrets owner ids are keyed with (the first keys new ones; owners.py): those
+    GATEWAY_SECRET lists, else one the store keeps apart from its data, else none."""
+    listed = [s.strip() for s in env.get("GATEWAY_SECRET", "").split(",") if s.strip()]
+    if any(len(secret) < MIN_SECRET for secret in listed):
+        raise ConfigError(f"GATEWAY_SECRET: each secret must be at least {MIN_SECRET} "
+                          "characters (e.g. python -c 'import secrets; "
+                          "print(secrets.token_hex(32))')")
+    if listed:
+        return [secret.encode() for secret in listed]
+    try:
+        local = store.local_secret()
+    except OSError as exc:
+        raise ConfigError(f"cannot keep the owner secret beside the store: {exc}") from None
+    return [local] if local else []
 
 
 def _upstreams(env, read_timeout, pool_size):

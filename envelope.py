@@ -70,8 +70,8 @@ def as_api_error(exc):
         return http_error(exc)
     if isinstance(exc, StoreError):  # only where the request cannot do without the store
         current_app.logger.warning("request %s: %s", g.get("request_id"), exc)
-        return ApiError(502, "provider_error", "the response store could not be reached; "
-                        "try again", code="store_unavailable")
+        return ApiError(503, "provider_error", "the response store could not be reached; "
+                        "try again", code="store_unavailable", headers={"Retry-After": "1"})
     if isinstance(exc, Untranslatable):
         return invalid(exc.message, exc.param)
     if isinstance(exc, PreviousNotFound):  # as OpenAI answers it

@@ -14,9 +14,11 @@ from contextlib import contextmanager
 from flask import current_app, g, request
 
 import metrics
+from chains import PreviousNotFound
 from envelope import ApiError, invalid, unsupported
-from providers import PROVIDERS
-from providers.errors import NotFound, ProviderError
+from owners import sees, stored_as
+from providers import PROVIDERS, keeps_nothing, withdraw
+from providers.errors import NotFound, ProviderError, Rejected
 from store import DELETED, StoreError
 
 MAX_ID_LENGTH = 256
@@ -30,11 +32,6 @@ LACKS = {
     "resume": "runs no background responses to stream again; the gateway streams again "
               "only those it runs itself",
 }
-
-
-def keeps_nothing(provider):
-    """Whether a provider keeps no responses, so the store keeps what the gateway needs."""
-    return PROVIDERS[provider].retrieve is None
 
 
 def keep_input(store, response_id, items, previous):
@@ -95,10 +92,16 @@ def create_target(settings, body, hint):
 
 def candidates(settings, operation, hint, stored):
     """The providers to ask, in order: the hint's, else the store's, else every capable one."""
+    if stored and not hint and stored.provider in settings.upstreams:
+        return [configured(settings, operation, stored.provider, None)]
+    return capable(settings, operation, hint)
+
+
+def capable(settings, operation, hint):
+    """The providers a probe for an id would ask: the hint's, else every configured one
+    with the operation, in PROVIDERS order (a 501 if there is none)."""
     if hint:
         return [configured(settings, operation, hint, "provider")]
-    if stored and stored.provider in settings.upstreams:
-        return [configured(settings, operation, stored.provider, None)]
     upstreams = [u for name, u in settings.upstreams.items()
                  if getattr(PROVIDERS[name], operation)]
     if not upstreams:
@@ -129,6 +132,7 @@ def first_success(upstreams, operation, response_id, *more):
     if first_failure:
         g.provider = first_failure.provider
         raise first_failure
+    g.pop("provider", None)  # nobody holds it: counted as another key's id is (visible)
     raise not_found(response_id, upstreams)
 
 
@@ -141,9 +145,12 @@ def not_found(response_id, upstreams):
 def held(settings, operation, response_id, hint):
     """What the store holds of an id, for a call on it: (the entry or None, whether the
     entry answers the call, as it does unless ?provider= names another provider). Checks
-    the id first, and refuses another key's or a deleted response (visible)."""
+    the id first, and refuses another key's or a deleted response (visible), and an id the
+    store does not know where probing is off."""
     check_response_id(response_id)
     stored = visible(settings, operation, hint, lookup(settings.store, response_id), response_id)
+    if stored is None and not settings.probe_unknown:
+        raise not_found(response_id, capable(settings, operation, hint))
     answers = stored is not None and hint in (None, stored.provider)
     if answers:
         g.provider = stored.provider
@@ -152,12 +159,12 @@ def held(settings, operation, response_id, hint):
 
 def visible(settings, operation, hint, stored, response_id):
     """The stored entry, if the caller may see it: 404 once deleted. Another key's
-    response is answered as an id nobody holds would be after probing (a 404, or a 501
-    where no provider could hold it), with no provider call to time."""
+    response is answered as an id nobody holds would be after probing (the same 404,
+    or a 501 where no provider could hold it), with no provider call."""
     if stored is None:
         return None
-    if stored.owner not in (None, g.owner):
-        raise not_found(response_id, candidates(settings, operation, hint, None))
+    if not sees(g.owner, stored.owner):
+        raise not_found(response_id, capable(settings, operation, hint))
     if stored.status == DELETED:
         raise ApiError(404, "not_found_error", f"response {response_id!r} was deleted")
     return stored
@@ -195,11 +202,16 @@ def causes(exc):
 
 
 def lookup(store, response_id):
-    """The store's entry for an id; None if it has none or cannot be reached."""
+    """The store's entry for an id; None if it has none. A store that cannot be reached
+    raises StoreError (a 503) where each key sees only its own responses: who owns the
+    id is unknown, so nothing a probe finds may be answered. Where responses are shared,
+    the id is routed by hint or probing instead."""
     try:
         entry = store.get(response_id)
     except StoreError as exc:
         metrics.count_store_error("get")
+        if g.owner is not None:
+            raise
         current_app.logger.warning("request %s: %s; routing %s by hint or probing",
                                    g.request_id, exc, response_id)
         return None
@@ -208,11 +220,59 @@ def lookup(store, response_id):
 
 
 def remember(store, provider, response):
-    """Tell the store; answer what it holds now (a final status is never undone)."""
+    """Tell the store, as the caller's; answer what it holds now (a final status is never
+    undone). A store that cannot be written raises StoreError (a 503) where each key sees
+    only its own responses; where they are shared, the answer goes out unstored."""
     try:
-        return store.record(response["id"], provider, response, owner=g.owner).body
+        return store.record(response["id"], provider, response, owner=stored_as(g.owner)).body
     except StoreError as exc:
         metrics.count_store_error("record")
+        if g.owner is not None:
+            raise
         current_app.logger.warning("request %s: response %s at %s was not stored: %s",
                                    g.request_id, response["id"], provider, exc)
         return response
+
+
+def keep_created(store, upstream, response):
+    """Store a new response as the caller's. One the store cannot take is answered
+    unstored where nobody else could reach it (its provider keeps none, or responses
+    are shared); otherwise it is withdrawn at its provider and the client gets a 503:
+    left there, it would be anyone's who asks for its id."""
+    try:
+        return remember(store, upstream.name, response)
+    except StoreError:
+        if keeps_nothing(upstream.name):
+            current_app.logger.warning("request %s: response %s at %s was not stored",
+                                       g.request_id, response["id"], upstream.name)
+            return response
+        withdrawn(upstream, response["id"])
+        raise
+
+
+def withdrawn(upstream, response_id):
+    """Withdraw a response at its provider (providers.withdraw), logging if it cannot."""
+    try:
+        withdraw(upstream, response_id)
+        current_app.logger.warning("request %s: response %s was withdrawn at %s: the store "
+                                   "could not record whose it is", g.request_id, response_id,
+                                   upstream.name)
+    except ProviderError as exc:
+        current_app.logger.error("request %s: response %s at %s could not be recorded nor "
+                                 "withdrawn (%s): any key that asks for its id may be given it",
+                                 g.request_id, response_id, upstream.name, exc.message)
+
+
+@contextmanager
+def previous_checked(previous):
+    """A provider's own 'previous response not found', answered word for word as the
+    gateway answers it for an id it holds for another key, with no provider named."""
+    try:
+        yield
+    except (Rejected, NotFound) as exc:
+        about_it = (getattr(exc, "code", None) == "previous_response_not_found"
+                    or (isinstance(exc, NotFound) and previous in exc.message))
+        if previous is None or not about_it:
+            raise
+        g.pop("provider", None)
+        raise PreviousNotFound(previous) from None

@@ -24,6 +24,8 @@ import queue
 import threading
 
 from background import run_error
+from owners import stored_as
+from providers import keeps_nothing, withdraw
 from providers.errors import BadGateway, ProviderError
 from providers.events import EventWriter
 from schemas import contract_response
@@ -64,43 +66,68 @@ def sse(source, stop, keepalive=KEEPALIVE):
         stop()
 
 
-def passthrough(generation, provider, store, owner=None, kept=(None, None)):
+def passthrough(generation, provider, store, owner=None, kept=(None, None), created=False):
     """A Responses API provider's events as they come, `provider` stamped where a Response
-    appears; its final Response is stored under the provider's own id."""
-    sequence = -1
+    appears, under the provider's own id.
+
+    The response is stored as `owner`'s from the first event that carries it, with
+    its input where `kept` holds items, then as it ended (store None: store: false,
+    nothing is kept). Where the provider keeps nothing, one that fails or whose client
+    leaves is stored with the output it had. A created stream whose first write fails
+    may stop there (_claim).
+    """
+    sequence, response_id = -1, None
     try:
         for event, _ in generation.events():
             sequence = event.get("sequence_number", sequence + 1)
             if isinstance(event.get("response"), dict):
                 event = {**event, "response": {**event["response"], "provider": provider}}
+                if response_id is None and store is not None:
+                    response_id = _id_of(event["response"])
+                    if response_id and not _claim(generation, provider, store, owner, kept,
+                                                  event["response"], created):
+                        yield _store_error(sequence)  # in place of the event: none went out
+                        return
             yield event
+        if generation.closed:  # the client went away
+            _partial(generation, provider, store, response_id, owner, "incomplete")
+            return
         generation.reader.final()  # raises if the stream ended before its final event
     except ProviderError as exc:
         error = run_error(exc)
+        _partial(generation, provider, store, response_id, owner, "failed", error)
         yield {"type": "error", "sequence_number": sequence + 1, "param": None, **error}
         return
     last = generation.reader.last
-    if isinstance(last.get("id"), str) and last["id"]:
-        _store(store, last["id"], provider, last, owner, kept)
+    if store is not None and _id_of(last):
+        _keep(store, last["id"], provider, last, owner)
 
 
 def translated(generation, provider, store, owner=None, kept=(None, None)):
-    """A Chat-only provider's chunks as Responses events; the final Response is stored."""
+    """A Chat-only provider's chunks as Responses events, under the id the gateway minted.
+
+    The response is stored as `owner`'s, with its input where `kept` holds items,
+    before its first event, then as it ended (store None: store: false, nothing is
+    kept); one that fails or whose client leaves, with the output it had.
+    """
     writer, response_id = EventWriter(), generation.response_id
-    yield from writer.start(contract_response({**generation.queued(), "status": "in_progress"},
-                                              response_id, provider))
+    started = contract_response({**generation.queued(), "status": "in_progress"},
+                                response_id, provider)
+    _keep(store, response_id, provider, started, owner, kept)
+    yield from writer.start(started)
     try:
         for changes in generation.changes():
             yield from writer.apply(changes)
-        if generation.closed:
-            return  # the client went away
+        if generation.closed:  # the client went away
+            _keep(store, response_id, provider, generation.reader.response("incomplete"), owner)
+            return
         final = contract_response(generation.final(), response_id, provider)
     except ProviderError as exc:
         failed = {**(generation.reader.response("failed")), "error": run_error(exc)}
-        _store(store, response_id, provider, failed, owner, kept)
+        _keep(store, response_id, provider, failed, owner)
         yield writer.error(**run_error(exc))
         return
-    yield from writer.finish(_store(store, response_id, provider, final, owner, kept))
+    yield from writer.finish(_keep(store, response_id, provider, final, owner))
 
 
 def following(runner, response_id, after, stopped):
@@ -118,16 +145,69 @@ def following(runner, response_id, after, stopped):
                "message": "the response store could not be reached; retrieve the response later"}
 
 
-def _store(store, response_id, provider, response, owner, kept):
-    """Store a streamed response's final state, as `owner`'s, and what to keep of its
-    input: (items, previous id), items None where its provider keeps them; a store that is
-    down costs only the copy."""
-    items, previous = kept
+def _claim(generation, provider, store, owner, kept, response, created):
+    """Store a stream's response as `owner`'s at its first event, and its input. False
+    where that failed for a response just created at a provider that keeps it for
+    whoever asks for its id, while each key sees only its own: the stream stops, and
+    the response is withdrawn there, since nobody could tell later whose it is."""
     try:
-        if items is not None:
-            store.keep_input(response_id, items, previous)
-        return store.record(response_id, provider,
-                            contract_response(response, response_id, provider), owner=owner).body
-    except (StoreError, BadGateway) as exc:
+        _keep(store, response["id"], provider, response, owner, kept, strict=True)
+        return True
+    except StoreError:
+        if not created or owner is None or keeps_nothing(provider):
+            return True
+    generation.close()
+    try:
+        withdraw(generation.upstream, response["id"])
+        log.warning("streamed response %s was withdrawn at %s: the store could not record "
+                    "whose it is", response["id"], provider)
+    except ProviderError as exc:
+        log.error("streamed response %s at %s could not be recorded nor withdrawn (%s): any "
+                  "key that asks for its id may be given it", response["id"], provider,
+                  exc.message)
+    return False
+
+
+def _partial(generation, provider, store, response_id, owner, status, error=None):
+    """Store, as `status`, what a passed-through stream had where its provider keeps
+    nothing (the store's copy is all there is); where it keeps responses, it knows."""
+    if store is not None and response_id and keeps_nothing(provider):
+        _keep(store, response_id, provider,
+              {**generation.reader.response(status), "error": error}, owner)
+
+
+def _keep(store, response_id, provider, response, owner, kept=(None, None), strict=False):
+    """Store a streamed response as `owner`'s, with its input where `kept` ((items,
+    previous id)) holds items; answer it as stored. Nothing is kept where store is None
+    (store: false). A store that is down costs only the copy (logged), unless `strict`:
+    then StoreError is raised."""
+    try:
+        response = contract_response(response, response_id, provider)
+    except BadGateway as exc:
         log.warning("streamed response %s at %s was not stored: %s", response_id, provider, exc)
         return response
+    if store is None:
+        return response
+    try:
+        entry = store.record(response_id, provider, response, owner=stored_as(owner))
+        items, previous = kept
+        if items is not None:
+            store.keep_input(response_id, items, previous)
+        return entry.body
+    except StoreError as exc:
+        log.warning("streamed response %s at %s was not stored: %s", response_id, provider, exc)
+        if strict:
+            raise
+        return response
+
+
+def _store_error(sequence):
+    """The event that ends a stream the store could not take."""
+    return {"type": "error", "sequence_number": sequence, "param": None,
+            "code": "store_unavailable",
+            "message": "the response store could not be reached; the response was not kept"}
+
+
+def _id_of(response):
+    response_id = response.get("id") if isinstance(response, dict) else None
+    return response_id if isinstance(response_id, str) and response_id else None

@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 
 from providers import chat_completions as chat
 from providers import openai_compatible as oa
+from providers.errors import ProviderError
 from providers.upstream import RETRY, RETRY_CREATE, HeaderAuth, Upstream, new_session
 
 
@@ -110,3 +111,24 @@ def connect(name, base_url, api_key, read_timeout, pool_size, proxies=None, veri
         create_session=new_session(auth, pool_size, RETRY_CREATE, **network),
         secret=api_key,
     )
+
+
+def keeps_nothing(name):
+    """Whether a provider keeps no responses (no native retrieve), so the store keeps
+    what the gateway needs of them, and nobody can ask the provider for one."""
+    return PROVIDERS[name].retrieve is None
+
+
+def withdraw(upstream, response_id):
+    """Stop and delete a response at its provider: cancelled first where the provider
+    can (one that has ended refuses, which changes nothing), then deleted. For a
+    response the gateway made but could not record as its maker's. Raises the
+    ProviderError of a delete that failed."""
+    operations = PROVIDERS[upstream.name]
+    if operations.cancel is not None:
+        try:
+            operations.cancel(upstream, response_id)
+        except ProviderError:
+            pass
+    if operations.delete is not None:
+        operations.delete(upstream, response_id)

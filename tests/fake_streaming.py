@@ -3,13 +3,17 @@ whether each stream was read to its end or its client went away (and when).
 
 POST /v1/chat/completions streams Chat Completions chunks (or answers one
 completion without stream: true); POST /v1/responses with stream: true streams
-Responses API events. The model name says what to do:
+Responses API events, each stream under an id of its own, and keeps the
+response as OpenAI does (unless store: false): GET /v1/responses/{id} answers
+it as it stands (in progress while it streams), POST .../cancel cancels it and
+DELETE deletes it. The model name says what to do:
 
     words-<n>-<ms>   n words, one delta every ms milliseconds, then finish
     fail-<n>-<ms>    n words, then an error event
     cut-<n>-<ms>     n words, then the connection closes without an ending
     length-<n>-<ms>  n words, then finish_reason "length" (incomplete)
     tool-<n>-<ms>    a tool call whose arguments arrive in n pieces
+    refuse-<n>-<ms>  a 400 at once, before any stream
 
 Each stream is recorded under its input (a string), so a test can name its own.
 
@@ -36,8 +40,8 @@ FRAMINGS = ("chunked", "close", "length")
 class Stream:
     """What the fake saw of one streamed generation."""
 
-    def __init__(self, path, key, body):
-        self.path, self.key, self.body = path, key, body
+    def __init__(self, path, key, body, response_id=None):
+        self.path, self.key, self.body, self.response_id = path, key, body, response_id
         self.started_at = time.monotonic()
         self.sent = 0  # deltas written
         self.finished = False  # the whole stream was written
@@ -63,6 +67,8 @@ class FakeStreamingProvider(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.framing, self.tls = framing, tls
         self.streams = []
+        self.kept = {}  # response id -> the Response as it stands, for those it keeps
+        self.calls = []  # (method, path) of every call that is not a stream
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -116,18 +122,28 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out at once, with no 40 ms ACK wait
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/v1/responses/"):
+            return self._kept()
+        body = json.loads(raw)
         kind, n, pause = plan(body.get("model", ""))
+        if kind == "refuse":
+            return self._send_json(400, {"error": {"message": "this model is refused",
+                                                   "type": "invalid_request_error"}})
         if self.path == "/v1/chat/completions" and not body.get("stream"):
             return self._completion(body, n)
         if self.path not in ("/v1/chat/completions", "/v1/responses") or not body.get("stream"):
             return self._send_json(404, {"error": {"message": f"no route {self.path}"}})
         key = body["input"] if "input" in body else body["messages"][-1]["content"]
-        stream = Stream(self.path, key, body)
+        responses_api = self.path == "/v1/responses"
         with self.server.lock:
+            response_id = f"resp_up{len(self.server.streams)}" if responses_api else None
+            stream = Stream(self.path, key, body, response_id)
             self.server.streams.append(stream)
         stream.peer = self.client_address
-        events = chat_events if self.path == "/v1/chat/completions" else responses_events
+        keep = self.server.kept if responses_api and body.get("store") is not False else {}
+        events = chat_events(kind, n) if not responses_api else \
+            responses_events(kind, n, response_id, keep)
         framing = self.server.framing
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -137,11 +153,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         else:  # the length of every event it will send, counted before the first
-            length = sum(len(e) for e, _ in events(kind, n) if e is not None)
+            events = list(events)
+            length = sum(len(e) for e, _ in events if e is not None)
             self.send_header("Content-Length", str(length))
         self.end_headers()
         try:
-            for event, is_delta in events(kind, n):
+            for event, is_delta in events:
                 if event is None:  # cut: close without an ending
                     self.close_connection = True
                     return
@@ -155,6 +172,31 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionError, ssl.SSLError):
             stream.gone_at = time.monotonic()
             self.close_connection = True
+
+    def do_GET(self):
+        self._kept()
+
+    def do_DELETE(self):
+        self._kept()
+
+    def _kept(self):
+        """GET, cancel or DELETE a response it keeps, as OpenAI answers them."""
+        parts = self.path.split("?")[0].split("/")  # ['', 'v1', 'responses', id, ...]
+        self.server.calls.append((self.command, self.path))
+        response_id = parts[3] if len(parts) > 3 else None
+        with self.server.lock:
+            response = self.server.kept.get(response_id)
+            if response is None or parts[:3] != ["", "v1", "responses"]:
+                return self._send_json(404, {"error": {
+                    "message": f"No response found with id '{response_id}'.",
+                    "type": "invalid_request_error", "code": None, "param": None}})
+            if self.command == "DELETE":
+                del self.server.kept[response_id]
+                return self._send_json(200, {"id": response_id, "object": "response",
+                                             "deleted": True})
+            if self.command == "POST":
+                response["status"] = "cancelled"
+            self._send_json(200, response)
 
     def setup(self):
         if isinstance(self.request, ssl.SSLSocket):
@@ -221,26 +263,30 @@ def chat_events(kind, n):
     yield sse("[DONE]"), False
 
 
-def responses_events(kind, n):
-    """(event bytes, whether it is a delta) for a Responses API stream."""
-    base = {"id": "resp_upstream", "object": "response", "model": "fake-responses"}
+def responses_events(kind, n, response_id="resp_upstream", keep=None):
+    """(event bytes, whether it is a delta) for a Responses API stream; `keep`, a dict,
+    holds the Response as it stands under its id while it streams (the fake keeps it)."""
+    base = {"id": response_id, "object": "response", "model": "fake-responses"}
+    keep = {} if keep is None else keep
     seq = iter(range(10**6))
 
     def event(kind_, **fields):
         return sse({"type": kind_, "sequence_number": next(seq), **fields}, kind_)
 
+    keep[response_id] = {**base, "status": "in_progress", "output": []}
     yield event("response.created", response={**base, "status": "in_progress"}), False
-    item = {"type": "message", "id": "msg_up", "role": "assistant", "status": "in_progress",
-            "content": []}
+    item = {"type": "message", "id": f"msg_{response_id}", "role": "assistant",
+            "status": "in_progress", "content": []}
     yield event("response.output_item.added", output_index=0, item=item), False
     yield event("response.content_part.added", output_index=0, content_index=0,
-                part={"type": "output_text", "text": ""}), False
+                item_id=item["id"], part={"type": "output_text", "text": ""}), False
     words = []
     for i in range(n):
         words.append(f"w{i}")
         yield event("response.output_text.delta", output_index=0, content_index=0,
-                    delta=f"w{i} " if i < n - 1 else f"w{i}"), True
+                    item_id=item["id"], delta=f"w{i} " if i < n - 1 else f"w{i}"), True
     if kind == "fail":
+        keep[response_id] = {**base, "status": "failed", "output": []}
         yield event("error", code="overloaded", message="the model is overloaded"), False
         return
     if kind == "cut":
@@ -249,6 +295,8 @@ def responses_events(kind, n):
     done = {**item, "status": "completed",
             "content": [{"type": "output_text", "text": " ".join(words), "annotations": []}]}
     yield event("response.output_item.done", output_index=0, item=done), False
-    yield event("response.completed", response={
-        **base, "status": "completed", "output": [done],
-        "usage": {"input_tokens": 2, "output_tokens": n, "total_tokens": n + 2}}), False
+    final = {**base, "status": "completed", "output": [done],
+             "usage": {"input_tokens": 2, "output_tokens": n, "total_tokens": n + 2}}
+    if keep.get(response_id, {}).get("status") == "in_progress":
+        keep[response_id] = final
+    yield event("response.completed", response=final), False

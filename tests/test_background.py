@@ -37,6 +37,9 @@ class FakeGeneration:
     def so_far(self):
         return {**self.queued(), "status": "in_progress", "output": self.output}
 
+    def open(self):
+        return self
+
     def changes(self):
         self.started.set()
         for output in self.outputs:

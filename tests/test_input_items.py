@@ -122,14 +122,17 @@ def test_an_unknown_id_is_probed_where_input_is_kept(client, upstream):
         items_url(p, "resp_far") for p in RETRIEVE[:2]]
 
 
-def test_a_gateway_run_and_a_stream_keep_their_input(streaming_client):
+def test_a_gateway_run_and_a_stream_keep_their_input(streaming_client, streamer):
     run = streaming_client.post("/v1/responses", headers=auth(), json={
-        "model": "anthropic/words-3-0", "input": "run-input", "background": True}).get_json()
+        "model": "anthropic/words-3-0", "input": "run-input", "background": True,
+        "stream": True})
     streamed = streaming_client.post("/v1/responses", headers=auth(), json={
         "model": "groq/words-3-0", "input": "stream-input", "stream": True})
     assert streamed.status_code == 200 and streamed.get_data()  # read to its end
+    run = {"id": run.get_data(as_text=True).split('"id": "', 1)[1].split('"', 1)[0]}
 
-    for response_id, text in [(run["id"], "run-input"), ("resp_upstream", "stream-input")]:
+    streamed_id = streamer.streams_for("stream-input")[-1].response_id
+    for response_id, text in [(run["id"], "run-input"), (streamed_id, "stream-input")]:
         [item] = listed(streaming_client, response_id).get_json()["data"]
         assert item["content"] == [{"type": "input_text", "text": text}]
 

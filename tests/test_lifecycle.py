@@ -148,35 +148,94 @@ def storeless(make_client):
     return make_client(STORE_URL=f"redis://127.0.0.1:{free_port()}/0")
 
 
-def test_store_down_cancel_still_works_by_hint_and_says_so(storeless, upstream, caplog):
+@pytest.fixture
+def shared_storeless(make_client):
+    """Every key sees every response: with the store down, ids are routed as before."""
+    return make_client(STORE_URL=f"redis://127.0.0.1:{free_port()}/0", RESPONSE_SCOPE="shared")
+
+
+@pytest.mark.parametrize("method,path", [
+    ("get", "/v1/responses/r"), ("post", "/v1/responses/r/cancel"),
+    ("delete", "/v1/responses/r"), ("get", "/v1/responses/r/input_items"),
+    ("get", "/v1/responses/r?stream=true"),
+    ("get", "/v1/responses/r?provider=openai"), ("post", "/v1/responses/r/cancel?provider=oracle"),
+])
+def test_store_down_an_id_is_a_503_and_no_provider_is_asked(storeless, upstream, method, path):
+    """Who owns the id is unknown, so nothing a provider holds may be answered: not by
+    probing, not by hint (`upstream` fails the test on any call)."""
+    resp = getattr(storeless, method)(path, headers=auth())
+
+    assert_envelope(resp, 503, "provider_error", code="store_unavailable")
+    assert resp.headers["Retry-After"] == "1"
+
+
+def test_store_down_a_shared_deployment_cancels_by_hint_and_says_so(shared_storeless, upstream,
+                                                                    caplog):
     upstream.post(cancel_url("oracle", "r"), json=upstream_response("r"))
 
     with caplog.at_level(logging.WARNING):
-        resp = storeless.post("/v1/responses/r/cancel?provider=oracle", headers=auth())
+        resp = shared_storeless.post("/v1/responses/r/cancel?provider=oracle", headers=auth())
 
     assert resp.get_json()["provider"] == "oracle"
     assert "Redis store" in caplog.text and "routing r by hint or probing" in caplog.text
 
 
-def test_store_down_retrieve_still_works_by_probing(storeless, upstream):
+def test_store_down_a_shared_deployment_retrieves_by_probing(shared_storeless, upstream):
     upstream.get(retrieve_url("openai", "r"), json=upstream_response("r", status="in_progress"))
 
-    resp = storeless.get("/v1/responses/r", headers=auth())
+    resp = shared_storeless.get("/v1/responses/r", headers=auth())
 
     assert resp.get_json()["provider"] == "openai"
 
 
-def test_store_down_create_answers_and_logs_what_was_not_stored(storeless, upstream, caplog):
+def test_store_down_a_create_at_a_provider_that_keeps_it_is_withdrawn_there(storeless, upstream,
+                                                                          caplog):
+    """Left at the provider with no owner recorded, any key could have it by its id."""
     upstream.post(create_url("openai"), json=upstream_response("resp_lost", status="queued"))
+    upstream.post(cancel_url("openai", "resp_lost"), json=upstream_response("resp_lost"))
+    upstream.delete(retrieve_url("openai", "resp_lost"),
+                    json={"id": "resp_lost", "object": "response", "deleted": True})
 
     with caplog.at_level(logging.WARNING):
         resp = storeless.post("/v1/responses", json={"model": "openai/m", "background": True},
                               headers=auth())
 
+    assert_envelope(resp, 503, "provider_error", code="store_unavailable")
+    assert [(c.request.method, c.request.url) for c in upstream.calls] == [
+        ("POST", create_url("openai")), ("POST", cancel_url("openai", "resp_lost")),
+        ("DELETE", retrieve_url("openai", "resp_lost"))]
+    assert "resp_lost was withdrawn at openai" in caplog.text
+
+
+def test_store_down_a_create_that_cannot_be_withdrawn_says_so_loudly(storeless, upstream,
+                                                                     caplog):
+    upstream.post(create_url("xai"), json=upstream_response("resp_stuck", status="completed"))
+    upstream.delete(retrieve_url("xai", "resp_stuck"), status=500)
+
+    with caplog.at_level(logging.WARNING):
+        resp = storeless.post("/v1/responses", json={"model": "xai/m"}, headers=auth())
+
+    assert_envelope(resp, 503, "provider_error", code="store_unavailable")
+    [record] = [r for r in caplog.records if "nor withdrawn" in r.getMessage()]
+    assert record.levelno == logging.ERROR and "resp_stuck" in record.getMessage()
+
+
+@pytest.mark.parametrize("client_fixture", ["storeless", "shared_storeless"])
+def test_store_down_a_create_nobody_else_could_reach_is_answered_and_logged(
+        request, upstream, caplog, client_fixture):
+    """groq keeps nothing (and a shared deployment has no owners): the answer goes out,
+    and the log says what was not stored."""
+    client = request.getfixturevalue(client_fixture)
+    provider = "groq" if client_fixture == "storeless" else "openai"
+    upstream.post(create_url(provider), json=upstream_response("resp_lost", status="completed"))
+
+    with caplog.at_level(logging.WARNING):
+        resp = client.post("/v1/responses", json={"model": f"{provider}/m"}, headers=auth())
+
     assert resp.status_code == 200 and resp.get_json()["id"] == "resp_lost"
-    [record] = [r for r in caplog.records if "was not stored" in r.getMessage()]
+    [record] = [r for r in caplog.records if f"response resp_lost at {provider} was not stored"
+                in r.getMessage()]
     assert record.levelno == logging.WARNING
-    assert "resp_lost" in record.getMessage() and "openai" in record.getMessage()
 
 
 def test_a_stored_provider_this_gateway_does_not_know_is_ignored(client, cancel, upstream):

@@ -71,13 +71,16 @@ def test_metrics_are_public_by_default_and_can_require_a_key(make_client):
 
 
 def test_store_failures_are_counted(make_client, upstream):
-    client = make_client(STORE_URL=f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens
+    shared, scoped = make_client(STORE_URL=down, RESPONSE_SCOPE="shared"), make_client(STORE_URL=down)
     upstream.post(cancel_url("openai", "r"), json=upstream_response("r"))
-    before = scrape(client)
+    before = scrape(shared)
 
-    client.post("/v1/responses/r/cancel?provider=openai",
+    shared.post("/v1/responses/r/cancel?provider=openai",  # routed by hint, answered unstored
+                headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
+    scoped.post("/v1/responses/r/cancel?provider=openai",  # a 503: whose it is is unknown
                 headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
 
-    after = scrape(client)
-    assert delta(before, after, "gateway_store_errors_total", operation="get") == 1
+    after = scrape(shared)
+    assert delta(before, after, "gateway_store_errors_total", operation="get") == 2
     assert delta(before, after, "gateway_store_errors_total", operation="record") == 1

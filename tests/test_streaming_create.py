@@ -53,8 +53,10 @@ def test_a_chat_only_provider_streams_translated_events_and_stores_the_end(gatew
     assert stored == final  # retrieve finds it afterwards
 
 
-def test_a_responses_api_provider_streams_its_own_events_with_provider_stamped(gateway):
+def test_a_responses_api_provider_streams_its_own_events_with_provider_stamped(gateway,
+                                                                             streamer):
     events = stream(gateway, "groq/words-5-0", "sc-groq")
+    [upstream] = streamer.streams_for("sc-groq")
 
     names = [name for name, _ in events]
     assert names[0] == "response.created" and names[-1] == "response.completed"
@@ -62,8 +64,8 @@ def test_a_responses_api_provider_streams_its_own_events_with_provider_stamped(g
     for _, data in events:
         if "response" in data:
             assert (data["response"]["id"], data["response"]["provider"]) == (
-                "resp_upstream", "groq")  # the provider's id, kept
-    stored = gateway.get("/v1/responses/resp_upstream", headers=auth()).get_json()
+                upstream.response_id, "groq")  # the provider's id, kept
+    stored = gateway.get(f"/v1/responses/{upstream.response_id}", headers=auth()).get_json()
     assert (stored["status"], stored["provider"]) == ("completed", "groq")
 
 
