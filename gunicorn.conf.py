@@ -42,8 +42,8 @@ if worker_class == "gevent":
 
     gevent.config.resolver = NumericFirstResolver
 
+import re  # noqa: E402
 import resource  # noqa: E402
-import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 # Where to listen. A PaaS router sets PORT and expects every interface;
@@ -111,11 +111,18 @@ control_socket_disable = True
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gateway-metrics-"))
 
 
+# The files prometheus_client writes there: {counter,histogram,summary,gauge_<mode>}_<pid>.db.
+METRIC_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
+
+
 def on_starting(server):
-    """Start counting from zero: drop files a previous run left in the folder."""
+    """Start counting from zero: remove the metric files a previous run left in the folder,
+    and nothing else (an operator may point it at a folder that holds other files)."""
     folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for name in os.listdir(folder):
+        if METRIC_FILE.fullmatch(name):
+            os.remove(os.path.join(folder, name))
 
 
 def pre_fork(server, worker):

@@ -154,6 +154,33 @@ def test_metrics_add_up_across_both_workers(gateway, sdk):
     assert {cancels_counted() for _ in range(6)} == {before + 10}  # whichever worker answers
 
 
+def test_a_metrics_folder_shared_with_other_files_loses_only_old_metric_files(provider,
+                                                                               tmp_path):
+    """An operator who points PROMETHEUS_MULTIPROC_DIR at the data folder keeps the store
+    (and anything else in it) across restarts; last run's metric files go."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "counter_4242.db").write_bytes(b"last run's counts")
+    env = dict(GATEWAY_API_KEYS=GATEWAY_KEY, OPENAI_API_KEY=PROVIDER_KEY,
+               OPENAI_BASE_URL=provider.base_url, PROMETHEUS_MULTIPROC_DIR=str(folder),
+               STORE_URL=f"sqlite:///{folder}/gateway.sqlite3")
+    headers = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+    with run_gateway(tmp_path, **env) as gateway:
+        created = requests.post(f"{gateway.url}/v1/responses", headers=headers, timeout=5,
+                                json={"model": "openai/m", "background": True}).json()
+
+    with run_gateway(tmp_path, **env) as gateway:  # a restart: the store is still there
+        kept = requests.get(f"{gateway.url}/v1/responses/{created['id']}", headers=headers,
+                            timeout=5)
+        assert requests.get(f"{gateway.url}/metrics", timeout=5).status_code == 200
+
+    assert kept.status_code == 200 and kept.json()["id"] == created["id"]
+    names = {p.name for p in folder.iterdir()}
+    assert {"notes.txt", "gateway.sqlite3", "gateway.sqlite3.secret"} <= names
+    assert "counter_4242.db" not in names
+
+
 RESOLVER_PROBE = """
 import runpy, socket, gevent
 runpy.run_path("gunicorn.conf.py")  # as gunicorn reads it: patches, then sets the resolver
