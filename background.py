@@ -31,10 +31,16 @@ than the lease lost its process (killed, out of memory): settle() fails it the
 next time someone reads it. A run happens exactly once, in the process that
 took the create; none is ever restarted.
 
-On SIGTERM gunicorn lets a worker finish within its graceful timeout: the
-pool's threads are not daemons, so the interpreter waits for the running jobs.
-gunicorn.conf.py's hook calls stop_starting() as the signal arrives, and from
-then on no queued job starts: the watch fails them at once.
+On SIGTERM (every deploy) gunicorn gives a worker its graceful timeout to
+finish. gunicorn.conf.py's hook calls stop_starting() as the signal arrives,
+with that timeout: from then on no queued job starts (the watch fails them at
+once), running ones go on, and any still running just before the timeout ends
+(a margin early, so the writes fit) is stopped and stored failed with the
+output it had, instead of being left to the lease. The worker's exit hook
+calls finish(), which waits for the runs up to that moment and hands the
+store their last events. The run threads are daemons (under gevent, a thread
+started from a request is one anyway): the interpreter does not wait for
+them, finish() does.
 """
 
 import collections
@@ -42,6 +48,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 import metrics
 from owners import stored_as
@@ -62,16 +69,41 @@ ENDING_GRACE = 5.0  # seconds a run is final in the store before its unlogged en
 LOST = "its run was lost: the gateway process running it stopped (restarted or killed)"
 NOT_STARTED = "its run never started: the gateway process holding it was stopping"
 
+INTERRUPTED = ("its run was stopped: the gateway process running it was shutting down (a "
+               "deploy), and the run outlived the graceful timeout")
+
 STOPPING = threading.Event()  # this process is stopping: start no queued job
+RUNNERS = weakref.WeakSet()  # this process's runners, for finish()
+_deadline = [float("inf")]  # time.monotonic() by which running jobs must have ended
 
 
-def stop_starting():
-    """Start no more queued jobs in this process (its running ones go on); signal-safe."""
+def stop_starting(within=None):
+    """Start no more queued jobs in this process; its running ones go on, for at most
+    `within` seconds (a margin less: see finish). Signal-safe."""
+    if within is not None:
+        _deadline[0] = time.monotonic() + within - shutdown_margin(within)
     STOPPING.set()
+
+
+def shutdown_margin(within):
+    """How long before a shutdown's end the jobs still running are stopped, so their
+    failed Responses and last events are written before the process goes."""
+    return min(5.0, max(1.0, within / 10))
+
+
+def finish():
+    """At a process's exit: wait for its running jobs until the deadline stop_starting()
+    set, stop and fail those still running then, and hand the store their last events."""
+    for runner in list(RUNNERS):
+        runner.finish(_deadline[0])
 
 
 def _stopping():
     return STOPPING.is_set() or not threading.main_thread().is_alive()
+
+
+def _overdue():
+    return STOPPING.is_set() and time.monotonic() >= _deadline[0]
 
 
 class Job:
@@ -86,6 +118,8 @@ class Job:
         self.saved = 0  # the value of `grown` its last progress write had
         self.saved_at = 0.0
         self.stopped = False
+        self.interrupted = False  # stopped by a shutdown, not a cancel
+        self.ending_logged = False
         self.ended = threading.Event()  # set once the job is done here, however it ended
         self.writer = EventWriter()  # numbers the run's streaming events, once for every reader
         self.log = []  # those events; an event's index is its sequence number
@@ -105,6 +139,7 @@ class Runner:
         self.clock, self.watch_every = clock, watch_every
         self._pid = None  # threads and queues belong to one process: gunicorn forks after app creation
         self._setup = threading.Lock()  # never held in gunicorn's master, so safe to fork
+        RUNNERS.add(self)
 
     def _here(self):
         """Set up this process's queue, jobs and watch thread, once per process."""
@@ -147,7 +182,7 @@ class Runner:
             self._queue.append(job)
             if self._workers < self.threads:
                 self._workers += 1
-                threading.Thread(target=self._work, name="background-run").start()
+                threading.Thread(target=self._work, name="background-run", daemon=True).start()
         return entry
 
     def running(self):
@@ -224,9 +259,12 @@ class Runner:
         self.save_progress()
 
     def stop_cancelled(self):
-        """Stop the jobs here whose status turned final elsewhere (a cancel anywhere)."""
+        """Stop the jobs here whose status turned final elsewhere (a cancel anywhere); while
+        the process stops, fail queued jobs, and running ones once they are overdue."""
         if _stopping():
             self._drain()
+        if _overdue():
+            self._interrupt()
         jobs = self._current()
         if jobs:
             for response_id, status in self.store.statuses(jobs).items():
@@ -298,6 +336,44 @@ class Runner:
             finally:
                 self._forget(job)
 
+    def finish(self, deadline):
+        """Wait for this process's jobs until `deadline` (time.monotonic()); then stop and
+        fail those still running, and hand the store every run's last events."""
+        if self._pid != os.getpid():
+            return  # this process ran nothing
+        self._drain()
+        running = self._current().values()
+        for job in running:
+            job.ended.wait(max(0.0, deadline - time.monotonic()))
+        stopped = self._interrupt()
+        if stopped:  # worth an operator's eye: raise the graceful timeout for longer runs
+            log.warning("shutting down: %d background runs finished, %d stopped at the "
+                        "graceful timeout and stored failed", len(running) - stopped, stopped)
+        try:
+            self._log(self._current().values())  # and those that ended
+        except StoreError as exc:
+            log.warning("background runs' last events were not stored: %s", exc)
+
+    def _interrupt(self):
+        """Stop every job still running here and store it failed, with the output it had:
+        the process is going, and a run left to the lease would wait for it to pass.
+        Returns how many it stopped."""
+        stopped = 0
+        for job in self._current().values():
+            if job.ended.is_set() or job.interrupted:
+                continue
+            stopped += 1
+            job.interrupted = True
+            body = job.generation.so_far() if job.running else job.generation.queued()
+            job.stop()
+            try:
+                self._end(job, self._fail(job.response_id, job.provider, body, "run_lost",
+                                          INTERRUPTED))
+            except StoreError as exc:
+                log.warning("background response %s at %s: %s", job.response_id,
+                            job.provider, exc)
+        return stopped
+
     def _drain(self):
         """Fail every job still queued here: the process is stopping."""
         while True:
@@ -318,9 +394,14 @@ class Runner:
         job.ended.set()
 
     def _end(self, job, entry):
-        """Write the events that end the run's stream, as the store holds its ending."""
-        if entry is not None and entry.status in FINAL and entry.status != DELETED:
-            job.log += job.writer.finish(entry.body)
+        """Write the events that end the run's stream, as the store holds its ending (once:
+        the job and a shutdown may both come to it)."""
+        with self._lock:
+            if job.ending_logged or entry is None or entry.status not in FINAL or \
+                    entry.status == DELETED:
+                return
+            job.ending_logged = True
+        job.log += job.writer.finish(entry.body)
 
     def _never_start(self, job):
         self._end(job, self._fail(job.response_id, job.provider, job.generation.queued(),
@@ -352,7 +433,7 @@ class Runner:
                                                  "message": "the gateway failed this run"})
         job.running = False
         if job.stopped or final is None:
-            metrics.count_run(job.provider, "cancelled")
+            metrics.count_run(job.provider, "failed" if job.interrupted else "cancelled")
             self._end(job, self.store.get(job.response_id))
             return  # the cancel wrote the final state
         stored = self._write(job, final)

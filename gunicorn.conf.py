@@ -140,10 +140,12 @@ def pre_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, let a worker's background runs finish but start none still queued.
+    """On SIGTERM, let a worker's background runs finish within the graceful timeout, but
+    start none still queued.
 
     gunicorn's own handler starts the graceful stop; ours, wrapped around it,
-    only tells background.py, which fails the queued runs from its own thread.
+    only tells background.py, which fails the queued runs from its own thread,
+    and any run still going just before the timeout ends.
     """
     import signal
 
@@ -152,10 +154,17 @@ def post_worker_init(worker):
     graceful = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):
-        background.stop_starting()
+        background.stop_starting(within=worker.cfg.graceful_timeout)
         graceful(signum, frame)
 
     signal.signal(signal.SIGTERM, stop)
+
+
+def worker_exit(server, worker):
+    """As a worker leaves: wait for its background runs (background.finish)."""
+    import background
+
+    background.finish()
 
 
 def child_exit(server, worker):

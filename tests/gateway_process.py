@@ -62,14 +62,15 @@ class Gateway:
 
 
 @contextmanager
-def run_gateway(log_dir, **env):
-    """Start the Procfile's gunicorn on a free port of 127.0.0.1 with `env`; stop it after.
+def run_gateway(log_dir, gunicorn_args="", **env):
+    """Start the Procfile's gunicorn on a free port of 127.0.0.1 with `env` (and more
+    command-line settings in `gunicorn_args`); stop it after.
 
     Unless `env` names a STORE_URL, the response store is a SQLite file in `log_dir`.
     """
     port = free_port()
     log = Path(log_dir) / f"gunicorn-{port}.log"
-    env = clean_env(**{"GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}",
+    env = clean_env(**{"GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} {gunicorn_args}",
                        "STORE_URL": f"sqlite:///{log_dir}/gateway.sqlite3", **env})
     with open(log, "wb") as out:
         proc = subprocess.Popen(procfile_command(), cwd=ROOT, env=env, stdout=out, stderr=out)

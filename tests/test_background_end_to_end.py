@@ -262,3 +262,79 @@ def test_on_sigterm_a_running_job_finishes_and_a_queued_one_never_starts(streame
     stopped = store.get(queued_one.id)
     assert (stopped.status, stopped.body["error"]["code"]) == ("failed", "run_lost")
     assert streamer.streams_for("e2e-term-2") == []  # never started
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_deploy_lets_runs_of_several_seconds_finish_without_a_hang_up(streamer,
+                                                                       tmp_path_factory,
+                                                                       workers):
+    """SIGTERM a second into runs of 6 to 10 s, on every worker: each finishes, completed,
+    the provider streams every delta, nobody hangs up, and a client following one gets
+    its end. (Longer than gunicorn's 5-s keep-alive, which holds a worker that long.)"""
+    folder = tmp_path_factory.mktemp("deploy")
+    keys = [f"e2e-deploy-{workers}-{i}" for i in range(4)]
+    with run_gateway(folder, **env(streamer, WEB_CONCURRENCY=workers)) as gateway:
+        ids = [sdk(gateway).responses.create(
+            model=f"{'groq' if i % 2 else 'anthropic'}/words-{100 + 20 * i}-60", input=key,
+            background=True).id for i, key in enumerate(keys)]
+        for response_id in ids:
+            poll(gateway, response_id, running)
+        # The shortest run: gunicorn's wait for open requests must not be what saves the rest.
+        following = requests.get(f"{gateway.url}/v1/responses/{ids[0]}?stream=true",
+                                 headers={"Authorization": f"Bearer {GATEWAY_KEY}",
+                                          "Connection": "close"},
+                                 stream=True, timeout=30)
+        time.sleep(0.5)
+        gateway.proc.send_signal(signal.SIGTERM)
+        followed = following.text  # the run goes on, and so does its follower, to the end
+        gateway.proc.wait(timeout=60)
+
+    from store import open_store
+
+    store = open_store(f"sqlite:///{folder}/gateway.sqlite3", ttl=60)
+    for i, (key, response_id) in enumerate(zip(keys, ids)):
+        entry = store.get(response_id)
+        assert entry.status == "completed", (key, entry.body.get("error"))
+        words = 100 + 20 * i
+        assert entry.body["output"][0]["content"][0]["text"].endswith(f"w{words - 1}")
+        stream = streamer.wait_for(key, lambda s: s.finished)
+        assert not stream.client_left and stream.sent == words
+    assert "event: response.completed" in followed
+
+
+def test_a_run_that_outlives_the_graceful_timeout_is_failed_with_its_output_as_the_worker_goes(
+        streamer, tmp_path_factory):
+    """Not left to the lease: stored failed, with the output it had, before the worker is
+    killed; a shorter run beside it completes."""
+    folder = tmp_path_factory.mktemp("outlived")
+    with run_gateway(folder, gunicorn_args="--graceful-timeout 5",
+                     **env(streamer, WEB_CONCURRENCY="1")) as gateway:
+        # Clients that hang up when done: gunicorn waits up to `keepalive` (5 s) for an
+        # idle kept-alive connection, which here is the whole graceful timeout.
+        with sdk(gateway) as client:
+            long = client.responses.create(model="anthropic/words-1000-20",
+                                           input="e2e-outlived", background=True)
+            short = client.responses.create(model="groq/words-60-25",
+                                            input="e2e-outlived-short", background=True)
+        deadline = time.monotonic() + 10
+        while not streamer.streams_for("e2e-outlived") or \
+                streamer.streams_for("e2e-outlived")[0].sent < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        gateway.proc.send_signal(signal.SIGTERM)
+        gateway.proc.wait(timeout=30)
+        log = gateway.log.read_text()
+
+    from store import open_store
+
+    store = open_store(f"sqlite:///{folder}/gateway.sqlite3", ttl=60)
+    lost = store.get(long.id)
+    assert (lost.status, lost.body["error"]["code"]) == ("failed", "run_lost")
+    assert "graceful timeout" in lost.body["error"]["message"]
+    assert lost.body["output"][0]["content"][0]["text"].startswith("w0 w1 w2")  # what it had
+    stream = streamer.wait_for("e2e-outlived", lambda s: s.client_left, seconds=2)
+    assert not stream.finished
+    assert store.get(short.id).status == "completed"
+    assert [e["type"] for e in store.events(long.id, -1)][-1] == "response.failed"
+    assert "1 stopped at the graceful timeout" in log
+    assert "SIGKILL" not in log  # it left by itself, its writes done
