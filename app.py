@@ -24,16 +24,16 @@ import uuid
 from flask import Blueprint, Flask, Response, current_app, g, request
 from marshmallow import ValidationError
 
+import request_body
 import chains
 import metrics
 import streams
 from config import Settings, key_digest
-from envelope import ApiError, error_response, invalid, unauthorized
+from envelope import error_response, invalid, unauthorized
 from items import ORDERS, as_items, page
 from openapi import build_spec
 from providers import PROVIDERS, keeps_nothing
 from providers.errors import BadGateway
-from providers.upstream import strict_json
 from routing import (
     call, candidates, create_target, first_success, held, keep_created, keep_input,
     previous_checked, provider_call, provider_hint, remember,
@@ -55,7 +55,6 @@ def create_app(test_config=None):
     app.url_map.merge_slashes = False
     settings = Settings.from_env(os.environ if test_config is None else test_config)
     app.extensions["gateway"] = settings
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # for bodies that are read
     if settings.auth_disabled:
         app.logger.warning("GATEWAY_AUTH=disabled: every client may use this gateway")
     if settings.unkeyed_owners:
@@ -103,9 +102,7 @@ def assign_request_id():
 
 def refuse_large_body():
     """Refuse a declared body over the limit, even on routes that never read it."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "invalid_request_error", f"request body is over {limit} bytes")
+    request_body.refuse_declared(current_app.extensions["gateway"].max_content_length)
 
 
 def echo_request_id(response):
@@ -158,7 +155,7 @@ def list_providers():
 def create_response():
     """Create a response at the provider that `model` ("provider/model") or ?provider= names."""
     settings = current_app.extensions["gateway"]
-    body = json_object_body()
+    body = request_body.json_object(settings)
     if not isinstance(body.get("stream"), (bool, type(None))):  # not `in (True, False)`: 1 == True
         raise invalid("stream must be true or false", "stream")
     stored = body.get("store") is not False  # store: false keeps nothing, input nor output
@@ -351,16 +348,3 @@ def cancel_run(settings, response_id, stored):
     if entry.status != "cancelled":
         raise invalid(f"Cannot cancel a {entry.status} response.")  # OpenAI's words
     return entry.body
-
-
-def json_object_body():
-    """The request body as a JSON object, or a 400 saying why it is not one."""
-    try:
-        body = strict_json(request.get_data())
-    except ValueError:  # UnicodeDecodeError included
-        raise invalid("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise invalid("the request body must be a JSON object")
-    return body
-
-

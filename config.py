@@ -16,6 +16,8 @@ DEFAULT_WORKER_CLASS = "gevent"
 DEFAULT_CONNECTIONS = 4000  # gevent: client connections a worker serves at once
 DEFAULT_THREADS = 32  # gthread: threads a worker serves requests with
 DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # bytes; room for a create with images inline
+DEFAULT_BODY_TIMEOUT = 20.0  # seconds for a request body to arrive whole (16 MiB at 1 MB/s)
+DEFAULT_MAX_BODY_OBJECTS = 100_000  # JSON objects and arrays in a request body
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
 # Background responses run at once per worker; more wait queued. A gevent worker holds
@@ -43,6 +45,8 @@ class Settings:
     auth_disabled: bool
     upstreams: dict[str, Upstream]  # configured providers only, in PROVIDERS order
     max_content_length: int  # larger request bodies get a 413
+    body_timeout: float  # a body that takes longer to arrive gets a 408
+    max_body_objects: int  # a body with more JSON objects and arrays gets a 400
     metrics_need_key: bool  # METRICS_AUTH=required: /metrics asks for a gateway key
     metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
     store: object  # the response store (store/), opened from STORE_URL and STORE_TTL
@@ -93,6 +97,9 @@ class Settings:
             # Every request and every background run may hold a connection at once.
             upstreams=_upstreams(env, read_timeout, serving + runs),
             max_content_length=body_limit,
+            body_timeout=_positive_number(env, "BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
+            max_body_objects=int(_positive_number(env, "MAX_BODY_OBJECTS",
+                                                  DEFAULT_MAX_BODY_OBJECTS)),
             metrics_need_key=metrics_auth == "required",
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             store=store,

@@ -6,18 +6,19 @@ which GET /v1/responses/{id}/input_items lists as OpenAI does: a string input
 is one user message with one input_text part. Nothing here knows Flask.
 """
 
-import uuid
+import secrets
 
 ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 ORDERS = ("asc", "desc")
 
 
 def as_items(value):
-    """The `input` of a create as a list of items, each with an id."""
+    """The `input` of a create as a list of items, each with an id: one random part for
+    the create, and the item's place in it (a random id each cost a system call)."""
     if isinstance(value, str):
         value = [{"type": "message", "role": "user", "content": value}]
-    items = []
-    for item in value if isinstance(value, list) else []:
+    items, create = [], secrets.token_hex(12)
+    for place, item in enumerate(value if isinstance(value, list) else []):
         if not isinstance(item, dict):
             continue
         item = dict(item)
@@ -25,7 +26,7 @@ def as_items(value):
         if kind == "message" and isinstance(item.get("content"), str):
             part = "output_text" if item.get("role") == "assistant" else "input_text"
             item["content"] = [{"type": part, "text": item["content"]}]
-        item.setdefault("id", f"{ID_PREFIXES.get(kind, 'item')}_{uuid.uuid4().hex}")
+        item.setdefault("id", f"{ID_PREFIXES.get(kind, 'item')}_{create}{place:08x}")
         items.append(item)
     return items
 

@@ -61,6 +61,7 @@ class Generation:
         """Send the request now, if not yet sent; raise the ProviderError of a refusal."""
         if self._resp is None:
             self._resp = open_stream(self.upstream, self.path, self.payload, self.method)
+            self.payload = None  # sent: the input need not be held while the stream lasts
         return self
 
     def events(self):

@@ -247,9 +247,17 @@ def _read_json(upstream, resp):
         return None
 
 
+class NestedTooDeep(ValueError):
+    """JSON nested deeper than the parser's recursion allows: refused, like any bad JSON."""
+
+
 def strict_json(data):
-    """Parse JSON, refusing NaN and Infinity: Python's extension, which we could not pass on."""
-    return json.loads(data, parse_constant=_not_json)
+    """Parse JSON, refusing NaN and Infinity (Python's extension, which we could not pass
+    on) and nesting deeper than the parser can go (NestedTooDeep, never RecursionError)."""
+    try:
+        return json.loads(data, parse_constant=_not_json)
+    except RecursionError:
+        raise NestedTooDeep("JSON nested too deeply") from None
 
 
 def _not_json(constant):

@@ -1,11 +1,12 @@
 """HTTP edges: unknown routes, wrong methods, crashes, odd bodies, request ids."""
 
+import json
 import re
 
 import pytest
 
 import providers
-from support import GATEWAY_KEY, assert_envelope, cancel_url, upstream_response
+from support import GATEWAY_KEY, assert_envelope, cancel_url, create_url, upstream_response
 
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 
@@ -107,3 +108,66 @@ def test_a_body_at_the_limit_is_fine(make_client, upstream):
                        headers=AUTH, content_type="application/json")
 
     assert resp.status_code == 200
+
+
+# A create's body: no shape of it may hurt a worker (request_body.py).
+
+def nested(depth):
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("body", [
+    '{"input": ' + nested(50_000) + "}",  # past the parser's recursion
+    '{"input": ' + nested(129) + "}",  # past MAX_NESTING
+    '{"metadata": {"a": ' + '{"b": ' * 200 + "1" + "}" * 202,
+])
+def test_json_nested_too_deep_is_a_400_envelope(client, upstream, body):
+    resp = client.post("/v1/responses", data=body, headers=AUTH, content_type="application/json")
+
+    error = assert_envelope(resp, 400, "invalid_request_error")
+    assert "deep" in error["message"]
+
+
+def test_json_nested_within_the_bound_is_forwarded(client, upstream):
+    upstream.post(create_url("openai"), json=upstream_response("resp_deep", status="completed"))
+
+    resp = client.post("/v1/responses", headers=AUTH, content_type="application/json",
+                       data='{"model": "openai/m", "metadata": {"a": ' + nested(120) + "}}")
+
+    assert resp.status_code == 200
+    assert upstream.calls[0].request.body.count(b"[") == 120  # sent as it came
+
+
+def test_a_body_of_too_many_objects_is_refused_before_it_is_parsed(client, upstream,
+                                                                   monkeypatch):
+    import request_body
+
+    parsed = []
+    monkeypatch.setattr(request_body, "strict_json", lambda data: parsed.append(data))
+    body = '{"model": "openai/m", "input": [' + ",".join(["{}"] * 100_001) + "]}"
+
+    resp = client.post("/v1/responses", data=body, headers=AUTH, content_type="application/json")
+
+    error = assert_envelope(resp, 400, "invalid_request_error")
+    assert "100000 JSON objects and arrays" in error["message"] and parsed == []
+
+
+def test_brackets_inside_strings_do_not_count_as_objects(client, upstream):
+    """Code in a prompt is full of braces: only real objects and arrays count."""
+    upstream.post(create_url("openai"), json=upstream_response("resp_code", status="completed"))
+    code = "if (x) { y[0] = {}; }\n" * 60_000  # 180,000 brackets in one string
+
+    resp = client.post("/v1/responses", headers=AUTH,
+                       json={"model": "openai/m", "input": code})
+
+    assert resp.status_code == 200
+    assert json.loads(upstream.calls[0].request.body)["input"] == code
+
+
+def test_the_bound_on_objects_is_a_setting(make_client, upstream):
+    client = make_client(MAX_BODY_OBJECTS="5")
+    body = {"model": "openai/m", "input": [{"role": "user", "content": "hi"}] * 5}
+
+    error = assert_envelope(client.post("/v1/responses", headers=AUTH, json=body), 400,
+                            "invalid_request_error")
+    assert "more than 5 JSON objects" in error["message"]

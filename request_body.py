@@ -1,0 +1,120 @@
+"""A request's JSON body, read and parsed within bounds, so no body can hurt a worker.
+
+Three bounds, each an envelope when passed: the body's size (MAX_CONTENT_LENGTH,
+a 413, whether it is declared or chunked), the time it takes to arrive
+(BODY_TIMEOUT, a 408: a client that stops sending mid-body is dropped), and its
+shape (MAX_BODY_OBJECTS objects and arrays, MAX_NESTING levels deep, a 400). The
+shape is checked before the body is parsed: one 16 MiB body of five million
+empty objects would hold a worker's CPU for seconds and take gigabytes. A body
+refused for size or time is not read further: the connection stops reading
+(gunicorn would otherwise drain what is left of it) and closes after the answer.
+"""
+
+import re
+import socket
+import time
+
+from flask import request
+
+from envelope import ApiError, invalid
+from providers.upstream import NestedTooDeep, strict_json
+
+MAX_NESTING = 128  # levels of objects and arrays; JSON schemas in tools nest a dozen
+READ_SIZE = 64 * 1024
+# A JSON string, escapes and all: what the exact count of objects and arrays blanks out.
+STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_object(limits):
+    """The request body as a JSON object within `limits` (Settings), or the envelope
+    that says why not."""
+    data = read(limits.max_content_length, limits.body_timeout)
+    containers = check_size(data, limits.max_body_objects)
+    try:
+        body = strict_json(data)
+    except NestedTooDeep:
+        raise too_deep() from None
+    except ValueError:  # UnicodeDecodeError included
+        raise invalid("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    if containers > MAX_NESTING:  # fewer cannot nest that deep
+        check_depth(body)
+    return body
+
+
+def read(limit, seconds):
+    """The whole body, at most `limit` bytes, within `seconds` of starting to read it."""
+    refuse_declared(limit)
+    stream, sock = request.environ["wsgi.input"], request.environ.get("gunicorn.socket")
+    deadline = time.monotonic() + seconds
+    chunks, size = [], 0
+    previous = sock.gettimeout() if sock is not None else None
+    try:
+        while True:
+            if sock is not None:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                chunk = stream.read(min(READ_SIZE, limit + 1 - size))
+            except OSError:  # socket.timeout included
+                chunk = None
+            if chunk is None or time.monotonic() > deadline:
+                raise stop_reading(408, f"the request body did not arrive within {seconds:g}s")
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise stop_reading(413, f"request body is over {limit} bytes")
+            chunks.append(chunk)
+    finally:
+        if sock is not None:
+            sock.settimeout(previous)
+
+
+def refuse_declared(limit):
+    """Refuse a declared body over the limit before reading any of it (a before_request
+    hook too, for routes that never read their body)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise stop_reading(413, f"request body is over {limit} bytes")
+
+
+def stop_reading(status, message):
+    """The envelope for a body refused part way: the connection reads no more of it, so
+    the server neither waits for the rest nor drains it, and closes after the answer."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # the client is gone already
+    return ApiError(status, "invalid_request_error", message)
+
+
+def check_size(data, most):
+    """Refuse a body of more than `most` objects and arrays, counted before parsing: a
+    count of the brackets bounds it in milliseconds; only a body over the bound by that
+    count (brackets inside its strings, say code) is counted exactly. Returns the count."""
+    counted = data.count(b"{") + data.count(b"[")
+    if counted > most:
+        blank = STRING.sub(b'""', data)
+        counted = blank.count(b"{") + blank.count(b"[")
+        if counted > most:
+            raise invalid(f"the request body holds more than {most} JSON objects and arrays")
+    return counted
+
+
+def check_depth(value):
+    """Refuse objects and arrays nested more than MAX_NESTING deep (the walk is bounded,
+    as check_size bounded how many there are)."""
+    level = [value]
+    for _ in range(MAX_NESTING):
+        level = [child for node in level
+                 for child in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return
+    raise too_deep()
+
+
+def too_deep():
+    return invalid(f"the request body nests objects and arrays more than {MAX_NESTING} deep")
