@@ -1,8 +1,11 @@
 """Read the gateway's configuration from the environment, once, into one object."""
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from requests.utils import should_bypass_proxies
 
 from background import Runner
 from owners import Owner
@@ -25,6 +28,7 @@ DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
 DEFAULT_BACKGROUND_THREADS = {"gevent": DEFAULT_CONNECTIONS, "gthread": 16}
 DEFAULT_BACKGROUND_LEASE = 30.0  # seconds without a heartbeat before a run counts as lost
 MIN_SECRET = 16  # characters in each GATEWAY_SECRET
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 class ConfigError(RuntimeError):
@@ -156,16 +160,54 @@ def _upstreams(env, read_timeout, pool_size):
 
 
 def proxies_for(env, url):
-    """The proxy for calls to `url`, as requests would choose it from HTTP_PROXY,
+    """The proxy for calls to `url`, as requests and curl would choose it from HTTP_PROXY,
     HTTPS_PROXY, ALL_PROXY and NO_PROXY (either case); {} for none."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    for entry in _setting(env, "NO_PROXY").split(","):
-        entry = entry.strip().lower().lstrip(".").split(":")[0]
-        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
-            return {}
+    if bypasses_proxy(url, _setting(env, "NO_PROXY")):
+        return {}
     proxy = _setting(env, f"{parts.scheme}_PROXY") or _setting(env, "ALL_PROXY")
     return {parts.scheme: proxy} if proxy else {}
+
+
+def bypasses_proxy(url, no_proxy):
+    """Whether NO_PROXY says `url` goes direct: requests' rules (names, leading dots,
+    '*', IPv4 networks in CIDR), and curl's where requests misses them: an entry with a
+    port (matched against the URL's port, 443 when an https URL names none), IPv6 in
+    brackets or as a network."""
+    if not no_proxy:
+        return False
+    if should_bypass_proxies(url, no_proxy):
+        return True
+    parts = urlsplit(url)
+    host, port = (parts.hostname or "").lower(), str(parts.port or DEFAULT_PORTS[parts.scheme])
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in no_proxy.replace(" ", "").lower().split(","):
+        name, network, entry_port = _no_proxy_entry(entry)
+        if entry_port not in (None, port):
+            continue
+        if network is not None and address is not None and address in network:
+            return True
+        name = name.lstrip(".")
+        if name and address is None and (host == name or host.endswith("." + name)):
+            return True
+    return False
+
+
+def _no_proxy_entry(entry):
+    """(name, network or None, port or None) of a NO_PROXY entry."""
+    name, port = entry, None
+    if entry.startswith("["):  # [IPv6] or [IPv6]:port
+        name, _, rest = entry[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif entry.count(":") == 1:  # name:port, IPv4:port
+        name, port = entry.split(":")
+    try:
+        return name, ipaddress.ip_network(name, strict=False), port
+    except ValueError:
+        return name, None, port
 
 
 def _setting(env, name):

@@ -12,12 +12,19 @@ from urllib.parse import quote
 import requests
 from requests.adapters import DEFAULT_CA_BUNDLE_PATH, HTTPAdapter
 from requests.auth import AuthBase
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ProtocolError
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
 
 from providers.errors import BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected
 
 CONNECT_TIMEOUT = 5.0  # seconds; a healthy provider accepts a connection in far less
+# A kept-alive connection idle longer than this is not used again. Providers close idle
+# connections (uvicorn, under vLLM and many self-hosted servers, after 5 s; gunicorn
+# after 2 s), and a request sent just as one does fails: a create cannot then be sent
+# again, since the provider may have started it. Reconnecting costs a handshake.
+REUSE_IDLE = 1.0  # seconds
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a Response object is kilobytes; this much is a broken upstream
 MAX_MESSAGE_CHARS = 500  # upstream error messages are passed on, but not whole pages of them
 
@@ -93,6 +100,34 @@ def tls_context(verify=True):
     return context
 
 
+class RecentOnly:
+    """A connection pool that hands out a kept-alive connection only if it has been idle
+    less than REUSE_IDLE; an older one is closed, and urllib3 reconnects it."""
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        idle_since = getattr(conn, "idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > REUSE_IDLE:
+            conn.close()
+        return conn
+
+    def _put_conn(self, conn):
+        if conn is not None:
+            conn.idle_since = time.monotonic()
+        super()._put_conn(conn)
+
+
+class RecentHTTPPool(RecentOnly, HTTPConnectionPool):
+    pass
+
+
+class RecentHTTPSPool(RecentOnly, HTTPSConnectionPool):
+    pass
+
+
+RECENT_POOLS = {"http": RecentHTTPPool, "https": RecentHTTPSPool}
+
+
 class SharedTLS(HTTPAdapter):
     """An adapter whose connections, to a provider and to an HTTPS proxy, share one
     TLS context. requests would have urllib3 build a context and read the CA bundle
@@ -104,10 +139,13 @@ class SharedTLS(HTTPAdapter):
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, ssl_context=self.context, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = RECENT_POOLS
 
     def proxy_manager_for(self, proxy, **kwargs):
-        return super().proxy_manager_for(proxy, ssl_context=self.context,
-                                         proxy_ssl_context=self.context, **kwargs)
+        manager = super().proxy_manager_for(proxy, ssl_context=self.context,
+                                            proxy_ssl_context=self.context, **kwargs)
+        manager.pool_classes_by_scheme = RECENT_POOLS
+        return manager
 
     def cert_verify(self, conn, url, verify, cert):
         """Leave the bundle to the context: requests would name it to the pool again (so
@@ -211,6 +249,8 @@ def _send(upstream, method, path, body, replay_safe, params=None):
             stream=True,  # read the body ourselves, under a size cap
         )
     except requests.ConnectionError as exc:  # includes ConnectTimeout
+        if _connected(exc):
+            raise BadGateway(name, f"{name} closed the connection before it answered") from exc
         raise BadGateway(name, f"could not connect to {name}") from exc
     except requests.Timeout as exc:
         raise GatewayTimeout(
@@ -218,6 +258,14 @@ def _send(upstream, method, path, body, replay_safe, params=None):
         ) from exc
     except requests.RequestException as exc:
         raise BadGateway(name, f"the request to {name} failed") from exc
+
+
+def _connected(exc):
+    """Whether a requests ConnectionError came after the connection was made: urllib3's
+    ProtocolError, the provider hanging up on the request (not refused, unresolved, a
+    TLS handshake or a proxy that failed)."""
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), ProtocolError)  # bare, or retried
 
 
 def _read_json(upstream, resp):

@@ -13,6 +13,7 @@ plays every misbehaving provider: `s503ra-<n>` answers 503 with Retry-After: 1,
 import json
 import sys
 import threading
+import time
 import uuid
 from collections import namedtuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,9 +34,14 @@ class FakeProvider(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
 
-    def __init__(self, prefix="resp_fake"):
+    def __init__(self, prefix="resp_fake", idle_close=None):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.prefix = prefix  # of the ids it creates, to tell two fakes apart
+        # Seconds after which it closes an idle kept-alive connection, as servers do; a
+        # request that comes on one idle that long is read and hung up on, unanswered, as
+        # when it arrives just as the server closes (the race a client must not run).
+        self.idle_close = idle_close
+        self.hung_up = []  # (method, path) of the requests it hung up on so
         self.received = []
         self.statuses = {}  # id -> status, for the responses it created or cancelled
         self.stopping = threading.Event()
@@ -71,6 +77,24 @@ def response(response_id, status, model="gpt-4o-mini"):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out at once, with no 40 ms ACK wait
+    idle_since = None  # when this connection's last answer went out
+
+    def handle_one_request(self):
+        super().handle_one_request()
+        self.idle_since = time.monotonic()
+
+    def parse_request(self):
+        """Take the request; on a connection idle past idle_close, read it and hang up."""
+        if not super().parse_request():
+            return False
+        limit = self.server.idle_close
+        if limit is not None and self.idle_since is not None and \
+                time.monotonic() - self.idle_since >= limit:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.server.hung_up.append((self.command, self.path))
+            self.close_connection = True
+            return False
+        return True
 
     def do_POST(self):
         self._serve()

@@ -4,13 +4,16 @@ environment once, at start; no cookie carried from one call to the next."""
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import trustme
 
+import providers.upstream as upstream_module
 from config import ConfigError, proxies_for
-from support import PROVIDER_KEYS, auth, cancel_url, upstream_response
+from fake_upstream import FakeProvider
+from support import PROVIDER_KEYS, assert_envelope, auth, cancel_url, upstream_response
 
 
 class ForwardProxy(ThreadingHTTPServer):
@@ -83,6 +86,75 @@ def test_no_proxy_is_matched_as_requests_would(no_proxy, proxied):
     found = proxies_for(env, "https://api.openai.com/v1")
 
     assert found == ({"https": "http://proxy.corp:3128"} if proxied else {})
+
+
+@pytest.mark.parametrize("url,no_proxy,proxied", [
+    ("http://10.1.2.3:8000/v1", "10.0.0.0/8", False),  # CIDR
+    ("http://10.1.2.3:8000/v1", "10.1.2.3", False),
+    ("http://10.1.2.3:8000/v1", "10.1.2.3:8000", False),  # an address and its port
+    ("http://10.1.2.3:8000/v1", "10.1.2.3:9000", True),  # another port
+    ("http://11.1.2.3:8000/v1", "10.0.0.0/8", True),
+    ("http://[fd00::1]:8000/v1", "fd00::1", False),  # IPv6 literals
+    ("http://[fd00::1]:8000/v1", "[fd00::1]", False),
+    ("http://[fd00::1]:8000/v1", "[fd00::1]:8000", False),
+    ("http://[fd00::1]:8000/v1", "fd00::/8", False),  # an IPv6 network
+    ("http://[fe80::1]:8000/v1", "fd00::/8", True),
+    ("http://api.internal:8000/v1", ".internal", False),  # a leading dot
+    ("http://api.internal:8000/v1", "INTERNAL", False),
+    ("http://api.internal:8000/v1", "api.internal:8000", False),
+    ("http://api.internal:8000/v1", "api.internal:9000", True),
+    ("http://notinternal:8000/v1", "internal", True),  # a suffix is not a domain
+    ("https://api.openai.com/v1", "api.openai.com:443", False),  # the scheme's own port
+    ("https://api.openai.com/v1", "api.openai.com:80", True),
+    ("http://10.1.2.3:8000/v1", "*", False),
+])
+def test_no_proxy_means_what_it_means_to_requests_and_curl(url, no_proxy, proxied):
+    env = {"HTTP_PROXY": "http://proxy.corp:3128", "HTTPS_PROXY": "http://proxy.corp:3128",
+           "NO_PROXY": no_proxy}
+
+    assert bool(proxies_for(env, url)) == proxied
+
+
+def test_a_provider_in_a_no_proxy_network_is_called_directly(make_client, provider, proxy):
+    """Not through the proxy, where a plain-HTTP call would carry the key and the prompt."""
+    client = make_client(OPENAI_BASE_URL=provider.base_url, HTTP_PROXY=proxy.url,
+                         NO_PROXY="127.0.0.0/8")
+
+    assert client.post("/v1/responses/r/cancel?provider=openai", headers=auth()).status_code == 200
+    assert proxy.seen == []
+
+
+def test_a_create_is_never_sent_on_a_connection_the_provider_is_closing(make_client):
+    """The provider closes connections idle 1.5 s: one that gets a request then has hung
+    up on it unanswered (a create that cannot be sent again). Creates spaced around that
+    all succeed, each sent once: a connection idle past REUSE_IDLE is not used again."""
+    with FakeProvider(idle_close=1.5) as fake:
+        client = make_client(OPENAI_BASE_URL=fake.base_url)
+        answers = []
+        for pause in (0, 0.3, 1.2, 1.6, 2.1):
+            time.sleep(pause)
+            answers.append(client.post("/v1/responses", headers=auth(), json={
+                "model": "openai/m", "input": f"spaced {pause}"}).status_code)
+
+    assert answers == [200] * 5 and fake.hung_up == []
+    assert [r.body["input"] for r in fake.received] == [
+        f"spaced {pause}" for pause in (0, 0.3, 1.2, 1.6, 2.1)]
+
+
+def test_a_provider_that_hangs_up_on_a_create_is_not_sent_it_again(make_client, monkeypatch):
+    """Reused anyway, it fails once, saying what happened: it connected, and was hung up
+    on (not 'could not connect')."""
+    monkeypatch.setattr(upstream_module, "REUSE_IDLE", 60)
+    with FakeProvider(idle_close=0.5) as fake:
+        client = make_client(OPENAI_BASE_URL=fake.base_url)
+        assert client.post("/v1/responses", headers=auth(), json={"model": "openai/m"}
+                           ).status_code == 200
+        time.sleep(0.6)
+        resp = client.post("/v1/responses", headers=auth(), json={"model": "openai/m"})
+
+    error = assert_envelope(resp, 502, "provider_error", code="upstream_error")
+    assert error["message"] == "openai closed the connection before it answered"
+    assert fake.hung_up == [("POST", "/v1/responses")]  # once: never sent again
 
 
 def test_the_proxy_follows_the_scheme_and_lower_case_wins():
