@@ -5,7 +5,9 @@ import multiprocessing
 import time
 import uuid
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from gateway_process import free_port
 from store import StoreError, may_replace, open_store
@@ -405,3 +407,25 @@ def test_a_sqlite_file_of_version_1_is_upgraded_in_place_with_its_events(tmp_pat
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     db.close()
     assert open_store(f"sqlite:///{path}", ttl=60).events("run", 2) == [{"sequence_number": 3}]
+
+
+@hypothesis.settings(max_examples=40, deadline=None,
+                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(steps=st.lists(st.tuples(st.sampled_from(STATUSES), st.booleans(),
+                                           st.sampled_from([None, "owner-a", "owner-b"])),
+                                 min_size=2, max_size=8))
+def test_a_history_of_writes_keeps_the_rule_at_every_step(store, steps):
+    """Many writes to one id, each from the runner or not and by one owner or another:
+    at every step the stored status, body and owner are what the rule says, whichever
+    the backend (the table above checks one write after one other)."""
+    rid = new_id()
+    status = body = owner = None
+    for n, (new, run, writer) in enumerate(steps):
+        if n == 0 or may_replace(status, new, strict=run):
+            status, body = new, response(rid, new, step=n)
+        owner = writer if n == 0 else owner  # only the first write names it
+
+        kept = store.record(rid, "openai", response(rid, new, step=n), run=run, owner=writer)
+
+        assert (kept.status, kept.body, kept.owner) == (status, body, owner), (n, steps)
+        assert store.get(rid) == kept
