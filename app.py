@@ -2,7 +2,8 @@
 
 A request reads top to bottom: `authenticate` (every /v1 route), then the view
 (`create_response`, `retrieve_response`, `cancel_response`, `delete_response`,
-`list_input_items`), which calls the routing steps of routing.py in order:
+`list_input_items`). A create's body is read within bounds (request_body.py);
+each view calls the routing steps of routing.py in order:
 `held` (what the store holds of an id, and whether this key may see it),
 `candidates` (which providers to ask), `first_success` (ask them in order),
 then `contract_response` (the contract's Response, from schemas.py) and

@@ -11,7 +11,9 @@ whose bytes Flask streams to the client:
 - following(): a background response the gateway runs. Its progress goes out as
   the run goes on; the run outlives the client.
 
-Each source stores the final Response, so retrieve and cancel find it later.
+Each source stores the response as its maker's from its first event (unless
+store: false), and as it ended, so retrieve and cancel find it while it streams
+and later, and no other key can.
 An upstream failure after the first byte ends the stream with an `error`
 event. When the client goes away, gunicorn closes sse(), which closes the
 source at once: the upstream connection is shut, so the provider stops
@@ -86,7 +88,8 @@ def passthrough(generation, provider, store, owner=None, kept=(None, None), crea
                     response_id = _id_of(event["response"])
                     if response_id and not _claim(generation, provider, store, owner, kept,
                                                   event["response"], created):
-                        yield _store_error(sequence)  # in place of the event: none went out
+                        # In the first event's place: nothing of the response went out.
+                        yield _store_error(sequence, "the response was not kept")
                         return
             yield event
         if generation.closed:  # the client went away
@@ -140,9 +143,7 @@ def following(runner, response_id, after, stopped):
             yield event
     except StoreError as exc:
         log.warning("stream of %s: %s", response_id, exc)
-        yield {"type": "error", "sequence_number": after + 1, "param": None,
-               "code": "store_unavailable",
-               "message": "the response store could not be reached; retrieve the response later"}
+        yield _store_error(after + 1, "retrieve the response later")
 
 
 def _claim(generation, provider, store, owner, kept, response, created):
@@ -201,11 +202,11 @@ def _keep(store, response_id, provider, response, owner, kept=(None, None), stri
         return response
 
 
-def _store_error(sequence):
-    """The event that ends a stream the store could not take."""
+def _store_error(sequence, consequence):
+    """The event that ends a stream the store failed, saying what follows for the client."""
     return {"type": "error", "sequence_number": sequence, "param": None,
             "code": "store_unavailable",
-            "message": "the response store could not be reached; the response was not kept"}
+            "message": f"the response store could not be reached; {consequence}"}
 
 
 def _id_of(response):

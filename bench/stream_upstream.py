@@ -5,7 +5,7 @@ IDLE seconds is closed, as servers do, so a burst after a pause opens new connec
 POST /v1/chat/completions streams Chat Completions chunks; POST /v1/responses streams
 Responses API events: DELTAS deltas, INTERVAL seconds apart (the first after one
 INTERVAL), then the ending. The model name `long` streams 1,000 deltas instead, for runs
-that are cancelled. A client closing its connection is seen at once (its FIN), not at the
+that are cancelled, and `deltas-<n>` n deltas. A client closing its connection is seen at once (its FIN), not at the
 next write. GET /stats answers {"opened": {input: t}, "closed": {input: t}, "finished": n},
 times from time.time(); POST /reset forgets them.
 
@@ -102,7 +102,7 @@ async def serve(reader, writer, deltas, interval):
                 await respond(writer, b"{}")
                 continue
             key = body["input"] if "input" in body else body["messages"][-1]["content"]
-            count = 1000 if body.get("model") == "long" else deltas
+            count = _count(body.get("model"), deltas)
             events = chat_events(count) if path.endswith("/chat/completions") \
                 else responses_events(count)
             STATS["opened"][key] = time.time()
@@ -130,6 +130,15 @@ async def serve(reader, writer, deltas, interval):
         if next_read is not None:
             next_read.cancel()
         writer.close()
+
+
+def _count(model, default):
+    """How many deltas a stream for `model` has: 1,000 for `long`, n for `deltas-<n>`."""
+    if model == "long":
+        return 1000
+    if isinstance(model, str) and model.startswith("deltas-"):
+        return int(model.removeprefix("deltas-"))
+    return default
 
 
 async def respond(writer, body):

@@ -15,13 +15,20 @@ The contract, for a store made by open_store(url, ttl):
     input_items(response_id) -> Kept | None                   # what keep_input kept
     append_events([(response_id, first, events), ...])        # runs' events, numbered
     events(response_id, after) -> [event]                     # those numbered after `after`
+    local_secret() -> bytes | None                            # see config.py's _secrets
 
 record() is a compare-and-set done by the backend in one atomic step, so two
 workers racing cannot interleave. It writes unless that would make the status
 regress (`may_replace`); either way it returns what is stored. Entries expire
 `ttl` seconds after they were first stored. Every method raises StoreError when
-the backend cannot be reached; the gateway then carries on without it, except
-for the responses it runs itself, which live only here (a 502 then).
+the backend cannot be reached. Where each key sees only its own responses the
+gateway then fails closed (a 503: routing.py); where they are shared, it carries
+on without the store, except for the responses it runs itself, which live only
+here.
+
+local_secret() is a secret for keying owner ids (owners.py) that the backend
+can keep apart from its data (SQLite: a file beside the database), or None
+where it cannot (Redis: every copy would hold it).
 
 Responses the gateway runs itself (background.py) are written with run=True:
 that stamps the entry's heartbeat (which marks it as run by the gateway), and
@@ -39,7 +46,7 @@ append_events() logs gateway runs' streaming events, each run's numbered from
 client can resume a stream from any process; they are kept EVENTS_KEEP
 seconds after a run's last was added.
 
-`owner` names the gateway key that made the response (config.py derives it;
+`owner` names the gateway key that made the response (an owner id, owners.py;
 the key itself is never stored). It is written with the entry's first write
 and never changed by a later one, whoever makes it; None is no owner.
 """
