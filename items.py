@@ -31,6 +31,11 @@ def as_items(value):
     return items
 
 
+def fresh_id(kind):
+    """A new random item id, prefixed as OpenAI prefixes items of its kind."""
+    return f"{ID_PREFIXES.get(kind, 'item')}_{secrets.token_hex(24)}"
+
+
 def page(items, limit, order, after=None):
     """One page of the items in OpenAI's list shape; None if `after` names none of them."""
     ordered = items if order == "asc" else items[::-1]

@@ -16,6 +16,7 @@ The contract, for a store made by open_store(url, ttl):
     append_events([(response_id, first, events), ...])        # runs' events, numbered
     events(response_id, after) -> [event]                     # those numbered after `after`
     local_secret() -> bytes | None                            # see config.py's _secrets
+    conversations                                             # a conversation store, below
 
 record() is a compare-and-set done by the backend in one atomic step, so two
 workers racing cannot interleave. It writes unless that would make the status
@@ -46,6 +47,23 @@ append_events() logs gateway runs' streaming events, each run's numbered from
 client can resume a stream from any process; they are kept EVENTS_KEEP
 seconds after a run's last was added.
 
+`conversations` keeps the gateway's conversations (conversations.py), each with
+its items in order, expiring `conversation_ttl` after its last change:
+
+    create(conversation_id, owner, metadata, items) -> Conversation
+    get(conversation_id) -> Conversation | None
+    update(conversation_id, metadata) -> Conversation | None
+    delete(conversation_id) -> bool                          # and its items
+    add(conversation_id, items, most) -> [item] | None       # ConversationFull past `most`
+    append_turn(conversation_id, response_id, items) -> bool  # once per response id
+    items(conversation_id, limit, order, after=None) -> ([item], has_more) | None
+    item(conversation_id, item_id) -> item | None
+    delete_item(conversation_id, item_id) -> Conversation | None
+
+Items keep their ids where the conversation has none such yet, else take one of
+the store's; an add is atomic, and so is a turn, whose items stay together, in
+the order turns reach the store. items() is None where `after` names no item.
+
 `owner` names the gateway key that made the response (an owner id, owners.py;
 the key itself is never stored). It is written with the entry's first write
 and never changed by a later one, whoever makes it; None is no owner.
@@ -64,10 +82,26 @@ class StoreError(Exception):
 
 
 class Kept(NamedTuple):
-    """A create's input, as the store keeps it where its provider keeps none."""
+    """A create's input, as the store keeps it where its provider keeps none (or where its
+    response is a turn of a conversation, to be appended when it ends)."""
 
     items: list  # the input items, each with an id
     previous: str | None  # the previous_response_id the create followed
+    conversation: str | None = None  # the conversation the response is a turn of
+
+
+class Conversation(NamedTuple):
+    """A conversation the gateway keeps (conversations.py): its items are kept apart."""
+
+    id: str
+    owner: str | None  # an owner id (owners.py), as a response's
+    metadata: dict
+    created_at: float
+    count: int  # how many items it holds
+
+
+class ConversationFull(Exception):
+    """Adding the items would take a conversation past its bound; nothing was added."""
 
 
 class Entry(NamedTuple):
@@ -119,15 +153,17 @@ def may_replace(stored_status, new_status, strict=False):
     return rank(stored_status) < 2 and rank(new_status) >= rank(stored_status)
 
 
-def open_store(url, ttl):
-    """Open the store STORE_URL names; raise ValueError if the URL is not one we know."""
+def open_store(url, ttl, conversation_ttl=None):
+    """Open the store STORE_URL names (conversations expire like responses unless told
+    otherwise); raise ValueError if the URL is not one we know."""
     scheme = urlsplit(url).scheme
+    conversation_ttl = conversation_ttl or ttl
     if scheme == "sqlite":
         from store.sqlite_backend import SQLiteStore
 
-        return SQLiteStore.from_url(url, ttl)
+        return SQLiteStore.from_url(url, ttl, conversation_ttl)
     if scheme in ("redis", "rediss", "unix"):
         from store.redis_backend import RedisStore
 
-        return RedisStore.from_url(url, ttl)
+        return RedisStore.from_url(url, ttl, conversation_ttl)
     raise ValueError("must start with sqlite:///, redis:// or rediss://")

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import redis
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
+from store.redis_conversations import RedisConversations
 
 KEY_PREFIX = "gateway:response:"
 INPUT_PREFIX = "gateway:input:"  # a create's input items and previous id, as JSON
@@ -85,14 +86,15 @@ return 0
 class RedisStore:
     """Responses in Redis; the client's connection pool is thread- and fork-safe."""
 
-    def __init__(self, client, ttl, where):
+    def __init__(self, client, ttl, where, conversation_ttl=None):
         self.client, self.ttl, self.where = client, int(ttl), where
+        self.conversations = RedisConversations(client, conversation_ttl or ttl)
         self._record = client.register_script(RECORD)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._append_events = client.register_script(APPEND_EVENTS)
 
     @classmethod
-    def from_url(cls, url, ttl):
+    def from_url(cls, url, ttl, conversation_ttl=None):
         """redis://[:password@]host:port/db, rediss:// for TLS, unix:///path.sock."""
         parts = urlsplit(url)
         try:
@@ -103,7 +105,7 @@ class RedisStore:
             )
         except ValueError as exc:  # its own message might quote the URL, password and all
             raise ValueError("is not a valid Redis URL") from exc
-        return cls(client, ttl, where)  # no connection yet: a Redis down at start is no error
+        return cls(client, ttl, where, conversation_ttl)  # no connection yet: a Redis down at start is no error
 
     def __str__(self):
         return f"Redis at {self.where}"  # never the URL: it may hold a password
@@ -145,9 +147,9 @@ class RedisStore:
             raise StoreError(f"Redis store: {exc}") from exc
         return {i: status or None for i, status in zip(ids, found) if status is not None}
 
-    def keep_input(self, response_id, items, previous=None):
+    def keep_input(self, response_id, items, previous=None, conversation=None):
         """Keep a create's input items (the first call for an id counts)."""
-        kept = json.dumps({"items": items, "previous": previous})
+        kept = json.dumps({"items": items, "previous": previous, "conversation": conversation})
         try:
             self.client.set(INPUT_PREFIX + response_id, kept, ex=self.ttl, nx=True)
         except redis.RedisError as exc:

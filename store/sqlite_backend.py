@@ -25,12 +25,13 @@ from pathlib import Path
 from gevent import get_hub, monkey
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
+from store.sqlite_conversations import SQLiteConversations
 
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
 PURGE_EVERY = 3600.0  # seconds between deletions of expired rows, per process
 
-SCHEMA_VERSION = 2  # PRAGMA user_version of a file this code made or upgraded
+SCHEMA_VERSION = 3  # PRAGMA user_version of a file this code made or upgraded
 # Every statement may run on a file at any version: a new one, or one an older release made.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -62,14 +63,39 @@ CREATE TABLE IF NOT EXISTS inputs (
     id TEXT PRIMARY KEY,
     items TEXT NOT NULL,
     previous TEXT,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    conversation TEXT
 );
 CREATE INDEX IF NOT EXISTS inputs_expiry ON inputs (expires_at);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT,
+    metadata TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    next INTEGER NOT NULL DEFAULT 0,  -- the position the next item takes
+    count INTEGER NOT NULL DEFAULT 0  -- how many items it holds
+);
+CREATE INDEX IF NOT EXISTS conversations_expiry ON conversations (expires_at);
+CREATE TABLE IF NOT EXISTS conversation_items (
+    conversation TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    item TEXT NOT NULL,  -- the item but its id, as JSON
+    PRIMARY KEY (conversation, position)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS conversation_item_ids ON conversation_items (conversation, id);
+CREATE TABLE IF NOT EXISTS conversation_turns (  -- responses whose items were appended
+    response_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_turns_expiry ON conversation_turns (expires_at);
 """
-# A file made before the gateway ran responses itself, or scoped them to their keys,
-# lacks the columns for it.
-ADD_COLUMNS = {"heartbeat_at": "ALTER TABLE responses ADD COLUMN heartbeat_at REAL",
-               "owner": "ALTER TABLE responses ADD COLUMN owner TEXT"}
+# A file made before the gateway ran responses itself, scoped them to their keys, or kept
+# conversations, lacks the columns for it.
+ADD_COLUMNS = {("responses", "heartbeat_at"): "ALTER TABLE responses ADD COLUMN heartbeat_at REAL",
+               ("responses", "owner"): "ALTER TABLE responses ADD COLUMN owner TEXT",
+               ("inputs", "conversation"): "ALTER TABLE inputs ADD COLUMN conversation TEXT"}
 # Version 1 kept each event's expiry with the event, and rewrote them all every round.
 FROM_VERSION_1 = """
 INSERT OR IGNORE INTO event_logs (id, expires_at)
@@ -113,8 +139,11 @@ STATUSES = """
 SELECT id, status FROM responses
 WHERE id IN (SELECT value FROM json_each(?)) AND expires_at > ?
 """
-KEEP_INPUT = "INSERT OR IGNORE INTO inputs (id, items, previous, expires_at) VALUES (?, ?, ?, ?)"
-INPUT = "SELECT items, previous FROM inputs WHERE id = ? AND expires_at > ?"
+KEEP_INPUT = """
+INSERT OR IGNORE INTO inputs (id, items, previous, expires_at, conversation)
+VALUES (?, ?, ?, ?, ?)
+"""
+INPUT = "SELECT items, previous, conversation FROM inputs WHERE id = ? AND expires_at > ?"
 # A deleted response's tombstone (rank 3) takes no more events: a run's last ones may come
 # after the delete.
 APPEND_EVENT = """
@@ -145,6 +174,13 @@ PURGE = (
     "LIMIT :batch)",
     "DELETE FROM event_logs WHERE id IN "
     "(SELECT id FROM event_logs WHERE expires_at <= :now LIMIT :batch)",
+    "DELETE FROM conversation_items WHERE rowid IN (SELECT conversation_items.rowid FROM "
+    "conversations JOIN conversation_items ON conversation_items.conversation = "
+    "conversations.id WHERE conversations.expires_at <= :now LIMIT :batch)",
+    "DELETE FROM conversations WHERE id IN "
+    "(SELECT id FROM conversations WHERE expires_at <= :now LIMIT :batch)",
+    "DELETE FROM conversation_turns WHERE response_id IN "
+    "(SELECT response_id FROM conversation_turns WHERE expires_at <= :now LIMIT :batch)",
 )
 PURGE_BATCH = 200  # rows one write may purge
 HEARTBEAT = """
@@ -156,8 +192,9 @@ WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NO
 class SQLiteStore:
     """Responses in a SQLite file, safe across threads and processes."""
 
-    def __init__(self, path, ttl):
+    def __init__(self, path, ttl, conversation_ttl=None):
         self.path, self.ttl = path, ttl
+        self.conversations = SQLiteConversations(self, conversation_ttl or ttl)
         self._for_this_process()
         # A forked process starts with its own connections, lock file and lock: a thread of
         # the parent may hold the lock as it forks, and would never release it in the child.
@@ -179,12 +216,12 @@ class SQLiteStore:
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
 
     @classmethod
-    def from_url(cls, url, ttl):
+    def from_url(cls, url, ttl, conversation_ttl=None):
         """sqlite:///relative/path or sqlite:////absolute/path, as SQLAlchemy spells them."""
         path = url.removeprefix("sqlite:///")
         if not path or path == url or path == ":memory:":
             raise ValueError("must name a file, e.g. sqlite:///gateway.sqlite3")
-        return cls(str(Path(path).resolve()), ttl)
+        return cls(str(Path(path).resolve()), ttl, conversation_ttl)
 
     def __str__(self):
         return f"SQLite at {self.path}"
@@ -232,11 +269,11 @@ class SQLiteStore:
         with self._write_lock:
             self._in_turn(self._heartbeat, list(response_ids))
 
-    def keep_input(self, response_id, items, previous=None):
+    def keep_input(self, response_id, items, previous=None, conversation=None):
         """Keep a create's input items (the first call for an id counts)."""
         with self._write_lock:
-            self._in_turn(self._write, KEEP_INPUT,
-                      (response_id, json.dumps(items), previous, time.time() + self.ttl))
+            self._in_turn(self._write, KEEP_INPUT, (response_id, json.dumps(items), previous,
+                                                    time.time() + self.ttl, conversation))
 
     def append_events(self, batch):
         """Log runs' events: for each (response_id, first, events), numbered from `first`."""
@@ -252,7 +289,7 @@ class SQLiteStore:
     def input_items(self, response_id):
         """What keep_input kept for an id (a Kept), or None."""
         row = self._read(INPUT, (response_id, time.time()))
-        return Kept(json.loads(row[0]), row[1]) if row else None
+        return Kept(json.loads(row[0]), row[1], row[2]) if row else None
 
     # Writers queue on locks that wake each the moment it is its turn: this process's
     # threads (or greenlets) on _write_lock, the processes on a flock() of a file beside
@@ -455,9 +492,8 @@ def _upgrade(db):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
-            for column, add in ADD_COLUMNS.items():
-                if column not in columns:
+            for (table, column), add in ADD_COLUMNS.items():
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
                     db.execute(add)
             if not had_logs:
                 db.execute(FROM_VERSION_1)

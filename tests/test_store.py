@@ -287,7 +287,8 @@ def test_a_creates_input_is_kept_once_and_a_delete_drops_it(store):
     store.keep_input(rid, items, previous="resp_before")
     store.keep_input(rid, [{"id": "msg_2"}])  # the first call counts
 
-    assert store.input_items(rid) == (items, "resp_before") and store.input_items(other) is None
+    assert store.input_items(rid) == (items, "resp_before", None)
+    assert store.input_items(other) is None
     store.keep_input(other, items)
     assert store.input_items(other).previous is None
     store.record(rid, "groq", response(rid, "in_progress"))  # refused: nothing dropped
@@ -404,7 +405,7 @@ def test_a_sqlite_file_of_version_1_is_upgraded_in_place_with_its_events(tmp_pat
     assert [e["sequence_number"] for e in store.events("run", 0)] == [1, 2, 3]
     assert store.get("run").owner == "o"
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     db.close()
     assert open_store(f"sqlite:///{path}", ttl=60).events("run", 2) == [{"sequence_number": 3}]
 
