@@ -484,6 +484,8 @@ def _owner_only(path):
 def _upgrade(db):
     """Bring a file of any earlier version (or a new one) to SCHEMA_VERSION, in one
     transaction, keeping what it holds."""
+    if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return  # nothing to do, and no write lock taken for it
     db.execute("BEGIN IMMEDIATE")  # one process upgrades; the others wait, then see it done
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]

@@ -89,8 +89,8 @@ class SQLiteConversations:
     def _transaction(self, change, *args):
         try:
             with self.store._connection() as db:
-                with db:
-                    db.execute("BEGIN")
+                with db:  # IMMEDIATE: a change reads, then writes, and must not find
+                    db.execute("BEGIN IMMEDIATE")  # its read overtaken by then (WAL)
                     return change(db, time.time(), *args)
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store: {exc}") from exc
