@@ -27,32 +27,35 @@ from marshmallow import ValidationError
 
 import request_body
 import chains
+import conversation_views
+import conversations
 import metrics
 import streams
 from config import Settings, key_digest
 from envelope import error_response, invalid, unauthorized
-from items import ORDERS, as_items, page
+from items import as_items, page
 from openapi import build_spec
 from providers import PROVIDERS, keeps_nothing
 from providers.errors import BadGateway
 from routing import (
-    call, candidates, create_target, first_success, held, keep_created, keep_input,
-    previous_checked, provider_call, provider_hint, remember,
+    call, candidates, create_target, ended, first_success, held, keep_created, keep_input,
+    list_query, previous_checked, provider_call, provider_hint, remember,
 )
 from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
-from store import tombstone
+from store import Kept, tombstone
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # what we will echo and log as is
 
 OPENAPI = build_spec()
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
+conversation_views.add_to(bp)
 
 
 def create_app(test_config=None):
     """Create the gateway; `test_config` is an environment mapping read instead of os.environ."""
     app = Flask(__name__)
-    # Keep '//' as it is, so an empty id reaches check_response_id instead of a redirect.
+    # Keep '//' as it is, so an empty id reaches check_id instead of a redirect.
     app.url_map.merge_slashes = False
     settings = Settings.from_env(os.environ if test_config is None else test_config)
     app.extensions["gateway"] = settings
@@ -160,22 +163,26 @@ def create_response():
     if not isinstance(body.get("stream"), (bool, type(None))):  # not `in (True, False)`: 1 == True
         raise invalid("stream must be true or false", "stream")
     stored = body.get("store") is not False  # store: false keeps nothing, input nor output
-    if body.get("background") is True and not stored:
-        raise invalid("background responses are stored: background: true cannot be sent "
-                      "with store: false", "store")
+    for kept_in in ("background", "conversation"):
+        if body.get(kept_in) not in (None, False) and not stored:
+            raise invalid(f"{kept_in} responses are stored: {kept_in} cannot be sent with "
+                          "store: false", "store")
     upstream, body = create_target(settings, body, provider_hint())
     gateway_run = body.get("background") is True and PROVIDERS[upstream.name].cancel is None
-    kept = stored and (gateway_run or keeps_nothing(upstream.name))
-    items = as_items(body.get("input")) if kept else None  # this turn's input, before chaining
+    own_input = body.get("input")  # this turn's input, before a conversation or a chain
+    body, conversation = conversations.follows(settings.store, body, g.owner,
+                                               settings.conversations)
     try:
         body, previous = chains.follows(settings.store, body, upstream.name, keeps_nothing,
                                         g.owner, settings.probe_unknown)
     except ValueError as exc:
         raise invalid(str(exc), "previous_response_id") from None
+    keeps = stored and (gateway_run or keeps_nothing(upstream.name) or conversation)
+    kept = Kept(as_items(own_input) if keeps else None, previous, conversation)
     if body.get("stream") is True:
-        return stream_create(settings, upstream, body, gateway_run, (items, previous), stored)
+        return stream_create(settings, upstream, body, gateway_run, kept, stored)
     if gateway_run:
-        return start_run(settings, upstream, body, (items, previous)).body
+        return start_run(settings, upstream, body, kept).body
     with previous_checked(previous):
         created = call(upstream, "create", body)
     response_id = created.get("id")
@@ -185,7 +192,8 @@ def create_response():
     if not stored:
         return response
     response = keep_created(settings.store, upstream, response)
-    keep_input(settings.store, response_id, items, previous)
+    keep_input(settings.store, response_id, kept)
+    ended(settings.store, response, kept)  # a turn of its conversation, if it has ended
     return response
 
 
@@ -205,7 +213,8 @@ def retrieve_response(response_id):
             return stored.body  # its provider keeps nothing to refresh it from
     upstreams = candidates(settings, "retrieve", hint, stored)
     provider, body = first_success(upstreams, "retrieve", response_id)
-    return remember(settings.store, provider, contract_response(body, response_id, provider))
+    response = contract_response(body, response_id, provider)
+    return ended(settings.store, remember(settings.store, provider, response))
 
 
 @bp.post("/responses/<string(minlength=0):response_id>/cancel")
@@ -220,7 +229,8 @@ def cancel_response(response_id):
             return stored.body  # as OpenAI answers a repeat cancel, without asking again
     upstreams = candidates(settings, "cancel", hint, stored)
     provider, body = first_success(upstreams, "cancel", response_id)
-    return remember(settings.store, provider, contract_response(body, response_id, provider))
+    response = contract_response(body, response_id, provider)
+    return ended(settings.store, remember(settings.store, provider, response))
 
 
 @bp.delete("/responses/<string(minlength=0):response_id>")
@@ -259,16 +269,6 @@ def list_input_items(response_id):
         return input_item_list_schema.dump(input_item_list_schema.load(body))
     except ValidationError as exc:
         raise BadGateway(provider, f"{provider} answered with a malformed list") from exc
-
-
-def list_query():
-    """limit (1 to 100, 20 by default), order (asc or desc, desc by default) and after."""
-    raw, order = request.args.get("limit", "20"), request.args.get("order", "desc")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
-        raise invalid("limit must be a whole number from 1 to 100", "limit")
-    if order not in ORDERS:
-        raise invalid("order must be 'asc' or 'desc'", "order")
-    return {"limit": int(raw), "order": order, "after": request.args.get("after")}
 
 
 def deleted(response_id):
@@ -313,7 +313,7 @@ def event_stream(source, stop):
 
 def stream_create(settings, upstream, body, gateway_run, kept, stored):
     """Answer a create with server-sent events (streams.py); a refusal is still an envelope.
-    `kept` is what to keep of its input, (items, previous id); `stored` False keeps nothing."""
+    `kept` is what to keep of its input (a store.Kept); `stored` False keeps nothing."""
     g.provider = upstream.name
     if gateway_run:  # the client follows the run; the run goes on if the client leaves
         stopped = threading.Event()
@@ -322,7 +322,7 @@ def stream_create(settings, upstream, body, gateway_run, kept, stored):
         stop = stopped.set
     else:
         generation = PROVIDERS[upstream.name].stream(upstream, body)  # refused fields: 400 now
-        with provider_call(upstream, "stream"), previous_checked(kept[1]):
+        with provider_call(upstream, "stream"), previous_checked(kept.previous):
             generation.open()  # the provider's refusal: an envelope, before the first byte
         store = settings.store if stored else None
         if PROVIDERS[upstream.name].responses_api:
@@ -336,7 +336,7 @@ def stream_create(settings, upstream, body, gateway_run, kept, stored):
 
 def start_run(settings, upstream, body, kept):
     """Hand a background response to the runner: no native cancel, so the gateway runs it.
-    `kept` is what to keep of its input once the provider accepts it: (items, previous)."""
+    `kept` is what to keep of its input once the provider accepts it (a store.Kept)."""
     g.provider = upstream.name
     foreground = {k: v for k, v in body.items() if k != "background"}  # upstream, it streams
     generation = PROVIDERS[upstream.name].stream(upstream, foreground)  # refused fields: 400 now
@@ -348,4 +348,4 @@ def cancel_run(settings, response_id, stored):
     entry = settings.runner.cancel(response_id, stored)
     if entry.status != "cancelled":
         raise invalid(f"Cannot cancel a {entry.status} response.")  # OpenAI's words
-    return entry.body
+    return ended(settings.store, entry.body)  # its turn is in its conversation as it answers

@@ -50,6 +50,7 @@ import threading
 import time
 import weakref
 
+import conversations
 import metrics
 from owners import stored_as
 from providers.errors import (
@@ -57,7 +58,7 @@ from providers.errors import (
 )
 from providers.events import ENDINGS, FINAL_EVENT, EventWriter
 from schemas import contract_response
-from store import DELETED, FINAL, StoreError, tombstone
+from store import DELETED, FINAL, Kept, StoreError, tombstone
 
 log = logging.getLogger("gateway.background")
 
@@ -71,6 +72,8 @@ NOT_STARTED = "its run never started: the gateway process holding it was stoppin
 
 INTERRUPTED = ("its run was stopped: the gateway process running it was shutting down (a "
                "deploy), and the run outlived the graceful timeout")
+
+NOTHING_KEPT = Kept(None, None)  # no input to keep, no conversation
 
 STOPPING = threading.Event()  # this process is stopping: start no queued job
 RUNNERS = weakref.WeakSet()  # this process's runners, for finish()
@@ -109,9 +112,9 @@ def _overdue():
 class Job:
     """One run: its generation, the latest output it has not written yet, and a stop switch."""
 
-    def __init__(self, provider, generation, kept=(None, None)):
+    def __init__(self, provider, generation, kept=NOTHING_KEPT):
         self.provider, self.generation = provider, generation
-        self.kept = kept  # (input items, previous id) to keep once the provider accepts it
+        self.kept = kept  # the input to keep once the provider accepts it (a store.Kept)
         self.response_id = generation.response_id
         self.running = False  # started, and not yet holding its final Response
         self.grown = 0  # how many upstream events have changed its output
@@ -163,10 +166,10 @@ class Runner:
                 threading.Thread(target=self._every_round, args=(step,),
                                  name=f"background-{step.__name__}", daemon=True).start()
 
-    def submit(self, provider, generation, owner=None, kept=(None, None)):
+    def submit(self, provider, generation, owner=None, kept=NOTHING_KEPT):
         """Store the generation's Response as queued, as `owner`'s (owners.py), then run it
-        in the background; its input, `kept` as (items, previous id), is kept once the
-        provider has accepted it.
+        in the background; its input, `kept` (a store.Kept), is kept once the provider
+        has accepted it, and it is appended to its conversation, if it has one, as it ends.
 
         Returns the stored entry; raises StoreError, and runs nothing, if the
         store cannot be written: a run nobody could read would be lost.
@@ -394,14 +397,20 @@ class Runner:
         job.ended.set()
 
     def _end(self, job, entry):
-        """Write the events that end the run's stream, as the store holds its ending (once:
-        the job and a shutdown may both come to it)."""
+        """Write the events that end the run's stream, as the store holds its ending, and
+        append the run to its conversation if it has one (once: the job and a shutdown
+        may both come to it)."""
         with self._lock:
             if job.ending_logged or entry is None or entry.status not in FINAL or \
                     entry.status == DELETED:
                 return
             job.ending_logged = True
         job.log += job.writer.finish(entry.body)
+        try:
+            conversations.turn_ended(self.store, job.response_id, entry.body, job.kept)
+        except StoreError as exc:
+            log.warning("background response %s was not added to conversation %s: %s",
+                        job.response_id, job.kept.conversation, exc)
 
     def _never_start(self, job):
         self._end(job, self._fail(job.response_id, job.provider, job.generation.queued(),
@@ -446,11 +455,11 @@ class Runner:
     def _keep_input(self, job):
         """Keep a run's input, now that its provider took it; a store that is down costs
         only the list (and the chain)."""
-        items, previous = job.kept
-        if items is None:
+        kept = job.kept
+        if kept.items is None:
             return
         try:
-            self.store.keep_input(job.response_id, items, previous)
+            self.store.keep_input(job.response_id, kept.items, kept.previous, kept.conversation)
         except StoreError as exc:
             log.warning("background response %s: its input was not stored: %s",
                         job.response_id, exc)

@@ -53,7 +53,7 @@ def follows(store, body, provider, keeps_nothing, owner, forward_unknown=True):
                          f"{provider}: continue the conversation there")
     earlier = rebuild(store, previous, owner, entry)
     rest = {k: v for k, v in body.items() if k != "previous_response_id"}
-    return {**rest, "input": earlier + _as_list(body.get("input"))}, previous
+    return {**rest, "input": earlier + as_list(body.get("input"))}, previous
 
 
 def rebuild(store, response_id, owner, entry=None):
@@ -70,7 +70,7 @@ def rebuild(store, response_id, owner, entry=None):
             raise PreviousNotFound(response_id)  # not stored (store: false), or gone
         turns.append([*kept.items, *(entry.body.get("output") or [])])
         response_id, entry = kept.previous, None
-    return [_bare(item) for turn in reversed(turns) for item in turn]
+    return [bare(item) for turn in reversed(turns) for item in turn]
 
 
 def _hidden(entry, owner):
@@ -78,11 +78,12 @@ def _hidden(entry, owner):
     return not sees(owner, entry.owner) or entry.status == DELETED
 
 
-def _bare(item):
+def bare(item):
+    """An item as the model is to read it: without what names it in the store."""
     return {k: v for k, v in item.items() if k not in STORE_FIELDS}
 
 
-def _as_list(value):
+def as_list(value):
     """A create's input as a list of items (a string is one user message)."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from requests.utils import should_bypass_proxies
 
 from background import Runner
+from conversations import Limits
 from owners import Owner
 from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
 from store import StoreError, open_store
@@ -23,6 +24,8 @@ DEFAULT_BODY_TIMEOUT = 20.0  # seconds for a request body to arrive whole (16 Mi
 DEFAULT_MAX_BODY_OBJECTS = 100_000  # JSON objects and arrays in a request body
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
+DEFAULT_CONVERSATION_ITEMS = 10_000  # items a conversation may hold
+DEFAULT_ITEMS_PER_ADD = 20  # items one request may add to a conversation, as at OpenAI
 # Background responses run at once per worker; more wait queued. A gevent worker holds
 # as many runs as connections; a gthread worker pays a thread's stack for each.
 DEFAULT_BACKGROUND_THREADS = {"gevent": DEFAULT_CONNECTIONS, "gthread": 16}
@@ -51,6 +54,7 @@ class Settings:
     max_content_length: int  # larger request bodies get a 413
     body_timeout: float  # a body that takes longer to arrive gets a 408
     max_body_objects: int  # a body with more JSON objects and arrays gets a 400
+    conversations: Limits  # how much a conversation holds, and one request may add
     metrics_need_key: bool  # METRICS_AUTH=required: /metrics asks for a gateway key
     metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
     store: object  # the response store (store/), opened from STORE_URL and STORE_TTL
@@ -106,6 +110,9 @@ class Settings:
                                                   DEFAULT_MAX_BODY_OBJECTS)),
             metrics_need_key=metrics_auth == "required",
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            conversations=Limits(
+                int(_positive_number(env, "MAX_CONVERSATION_ITEMS", DEFAULT_CONVERSATION_ITEMS)),
+                int(_positive_number(env, "MAX_ITEMS_PER_ADD", DEFAULT_ITEMS_PER_ADD))),
             store=store,
             runner=Runner(store, runs, lease),
         )
@@ -219,8 +226,9 @@ def _store(env):
     """Open the response store STORE_URL names (a Redis that is down is no error yet)."""
     url = env.get("STORE_URL", "").strip() or DEFAULT_STORE_URL
     ttl = _positive_number(env, "STORE_TTL", DEFAULT_STORE_TTL)
+    conversation_ttl = _positive_number(env, "CONVERSATION_TTL", ttl)
     try:
-        return open_store(url, ttl)
+        return open_store(url, ttl, conversation_ttl)
     except ValueError as exc:
         raise ConfigError(f"STORE_URL {exc}") from exc
     except StoreError as exc:

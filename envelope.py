@@ -9,12 +9,13 @@ app for every Exception, turns each into {"error": {type, message, param, code}}
 from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+import conversations
 from chains import PreviousNotFound
 from providers.errors import (
     BadGateway, GatewayTimeout, NotFound, RateLimited, Rejected, Untranslatable,
 )
 from schemas import error_envelope_schema
-from store import StoreError
+from store import ConversationFull, StoreError
 
 
 class ApiError(Exception):
@@ -72,8 +73,12 @@ def as_api_error(exc):
         current_app.logger.warning("request %s: %s", g.get("request_id"), exc)
         return ApiError(503, "provider_error", "the response store could not be reached; "
                         "try again", code="store_unavailable", headers={"Retry-After": "1"})
-    if isinstance(exc, Untranslatable):
+    if isinstance(exc, (Untranslatable, conversations.Invalid)):
         return invalid(exc.message, exc.param)
+    if isinstance(exc, ConversationFull):
+        return invalid(str(exc), "items")
+    if isinstance(exc, conversations.Unknown):
+        return ApiError(404, "not_found_error", exc.message)
     if isinstance(exc, PreviousNotFound):  # as OpenAI answers it
         return ApiError(400, "invalid_request_error", exc.message, "previous_response_id",
                         "previous_response_not_found")

@@ -44,6 +44,10 @@ def page(items, limit, order, after=None):
         if after not in ids:
             return None
         ordered = ordered[ids.index(after) + 1:]
-    data = ordered[:limit]
+    return list_page(ordered[:limit], len(ordered) > limit)
+
+
+def list_page(data, more):
+    """Items in OpenAI's list shape, with the ids a client pages on."""
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > limit}
+            "last_id": data[-1]["id"] if data else None, "has_more": more}

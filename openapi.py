@@ -10,6 +10,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin, resolver
 
 from schemas import (
     ERROR_TYPES,
+    ConversationSchema,
+    DeletedConversationSchema,
     DeletedResponseSchema,
     InputItemListSchema,
     OpenAIErrorEnvelopeSchema,
@@ -27,12 +29,19 @@ ERROR_STATUSES = {
 # The paths the gateway adds to the contract declare every status they answer.
 GATEWAY_STATUSES = {
     **ERROR_STATUSES,
+    "408": "Request Timeout",
     "413": "Request Entity Too Large",
     "429": "Too Many Requests",
+    "503": "Service Unavailable",
     "504": "Gateway Timeout",
 }
+# Conversations live in the gateway's store: no provider is asked.
+CONVERSATION_STATUSES = {code: text for code, text in GATEWAY_STATUSES.items()
+                         if code in ("400", "401", "404", "408", "413", "503")}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "description": "Response ID",
             "schema": {"type": "string"}}
+CONVERSATION_ID = {**ID_PARAM, "name": "conversation_id", "description": "Conversation ID"}
+ITEM_ID = {**ID_PARAM, "name": "item_id", "description": "Item ID"}
 # Forwarded as the provider's Responses API expects (translated for Chat-only providers);
 # only these fields are the gateway's concern.
 CREATE_BODY = {"required": True, "content": {"application/json": {"schema": {
@@ -47,6 +56,18 @@ CREATE_BODY = {"required": True, "content": {"application/json": {"schema": {
     },
     "additionalProperties": True,
 }}}}
+ITEMS = {"type": "array", "items": {"type": "object", "additionalProperties": True},
+         "description": "Items in the Responses API's shapes (messages, function calls, ...)"}
+METADATA = {"type": "object", "additionalProperties": {"type": "string"},
+            "description": "Up to 16 string values, as OpenAI takes them"}
+
+
+def json_body(properties, required=()):
+    """A JSON object request body with these properties."""
+    schema = {"type": "object", "properties": properties, "additionalProperties": True}
+    if required:
+        schema["required"] = list(required)
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 STREAM_PARAMS = [
@@ -96,6 +117,8 @@ def build_spec():
     spec.components.schema("core.ProviderList", schema=ProviderListSchema)
     spec.components.schema("core.DeletedResponse", schema=DeletedResponseSchema)
     spec.components.schema("core.InputItemList", schema=InputItemListSchema)
+    spec.components.schema("core.Conversation", schema=ConversationSchema)
+    spec.components.schema("core.DeletedConversation", schema=DeletedConversationSchema)
     create = operation(
         "Create a response",
         [provider_param("Provider to create at, instead of a 'provider/' prefix on model")],
@@ -137,6 +160,7 @@ def build_spec():
             "401": json_response("Unauthorized", "core.OpenAIErrorEnvelope"),
         },
     }})
+    add_conversations(spec)
     doc = spec.to_dict()
     # The plugin inlines the enum; the contract names it once, as core.ErrorType.
     error_object = doc["components"]["schemas"]["core.OpenAIErrorObject"]
@@ -144,11 +168,47 @@ def build_spec():
     return doc
 
 
-def operation(summary, parameters, statuses, request_body=None, ok="core.ResponsesResponse"):
-    """A /v1/responses operation: Bearer auth, `ok` (a Response) on 200, the envelope
+def add_conversations(spec):
+    """The Conversations API's paths: kept by the gateway, at every provider."""
+    def conversation_op(summary, parameters, ok="core.Conversation", request_body=None):
+        return operation(summary, parameters, CONVERSATION_STATUSES, request_body, ok,
+                         tag="conversations")
+
+    items_body = json_body({"items": ITEMS}, required=["items"])
+    spec.path(path="/v1/conversations", operations={"post": conversation_op(
+        "Create a conversation", [],
+        request_body=json_body({"items": ITEMS, "metadata": METADATA}))})
+    spec.path(path="/v1/conversations/{conversation_id}", operations={
+        "get": conversation_op("Get a conversation", [CONVERSATION_ID]),
+        "post": conversation_op("Update a conversation's metadata", [CONVERSATION_ID],
+                                request_body=json_body({"metadata": METADATA})),
+        "delete": conversation_op("Delete a conversation", [CONVERSATION_ID],
+                                  ok="core.DeletedConversation"),
+    })
+    spec.path(path="/v1/conversations/{conversation_id}/items", operations={
+        "get": conversation_op("List a conversation's items", [CONVERSATION_ID, *LIST_PARAMS, {
+            "name": "include", "in": "query", "description": "Taken, as OpenAI takes it; "
+            "items are kept whole", "schema": {"type": "array", "items": {"type": "string"}}}],
+            ok="core.InputItemList"),
+        "post": conversation_op("Add items to a conversation", [CONVERSATION_ID],
+                                ok="core.InputItemList", request_body=items_body),
+    })
+    item = {"type": "object", "additionalProperties": True}
+    retrieve_item = conversation_op("Get a conversation's item", [CONVERSATION_ID, ITEM_ID])
+    retrieve_item["responses"]["200"]["content"]["application/json"]["schema"] = item
+    spec.path(path="/v1/conversations/{conversation_id}/items/{item_id}", operations={
+        "get": retrieve_item,
+        "delete": conversation_op("Delete a conversation's item (answers the conversation)",
+                                  [CONVERSATION_ID, ITEM_ID]),
+    })
+
+
+def operation(summary, parameters, statuses, request_body=None, ok="core.ResponsesResponse",
+              tag="responses"):
+    """An operation: Bearer auth, `ok` (by default a Response) on 200, the envelope
     otherwise."""
     spec = {
-        "tags": ["responses"],
+        "tags": [tag],
         "summary": summary,
         "security": [{"BearerAuth": []}],
         "parameters": parameters,

@@ -13,9 +13,11 @@ from contextlib import contextmanager
 
 from flask import current_app, g, request
 
+import conversations
 import metrics
 from chains import PreviousNotFound
 from envelope import ApiError, invalid, unsupported
+from items import ORDERS
 from owners import sees, stored_as
 from providers import PROVIDERS, keeps_nothing, withdraw
 from providers.errors import NotFound, ProviderError, Rejected
@@ -34,32 +36,56 @@ LACKS = {
 }
 
 
-def keep_input(store, response_id, items, previous):
-    """Keep a create's input items where its provider keeps none; a store that is down
-    costs only the list (and the chain)."""
-    if items is None:
+def keep_input(store, response_id, kept):
+    """Keep a create's input items (a store.Kept) where its provider keeps none, or where its
+    response is a turn of a conversation; a store that is down costs only the list (and
+    the chain)."""
+    if kept.items is None:
         return
     try:
-        store.keep_input(response_id, items, previous)
+        store.keep_input(response_id, kept.items, kept.previous, kept.conversation)
     except StoreError as exc:
         metrics.count_store_error("keep_input")
         current_app.logger.warning("request %s: the input of %s was not stored: %s",
                                    g.request_id, response_id, exc)
 
 
-def check_response_id(response_id):
+def ended(store, response, kept=None):
+    """Append a response to its conversation if it is a turn of one that has just been seen
+    to end (conversations.turn_ended); answer the response. A store that is down leaves
+    the turn to the next time the response is seen ended (it is appended once)."""
+    try:
+        conversations.turn_ended(store, response["id"], response, kept)
+    except StoreError as exc:
+        metrics.count_store_error("conversation")
+        current_app.logger.warning("request %s: response %s was not added to its "
+                                   "conversation yet: %s", g.request_id, response["id"], exc)
+    return response
+
+
+def check_id(value, what="response id"):
     """Refuse an id that could not travel upstream as one clean path segment."""
-    if not response_id:
+    if not value:
         problem = "must not be empty"
-    elif len(response_id) > MAX_ID_LENGTH:
+    elif len(value) > MAX_ID_LENGTH:
         problem = f"must be at most {MAX_ID_LENGTH} characters"
-    elif any(c.isspace() or unicodedata.category(c) == "Cc" for c in response_id):
+    elif any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
         problem = "must not contain whitespace or control characters"
-    elif response_id in (".", ".."):
+    elif value in (".", ".."):
         problem = "must not be '.' or '..'"  # URL libraries resolve these as directories
     else:
         return
-    raise invalid(f"response id {problem}", "id")
+    raise invalid(f"{what} {problem}", "id")
+
+
+def list_query():
+    """limit (1 to 100, 20 by default), order (asc or desc, desc by default) and after."""
+    raw, order = request.args.get("limit", "20"), request.args.get("order", "desc")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise invalid("limit must be a whole number from 1 to 100", "limit")
+    if order not in ORDERS:
+        raise invalid("order must be 'asc' or 'desc'", "order")
+    return {"limit": int(raw), "order": order, "after": request.args.get("after")}
 
 
 def provider_hint():
@@ -147,7 +173,7 @@ def held(settings, operation, response_id, hint):
     entry answers the call, as it does unless ?provider= names another provider). Checks
     the id first, and refuses another key's or a deleted response (visible), and an id the
     store does not know where probing is off."""
-    check_response_id(response_id)
+    check_id(response_id)
     stored = visible(settings, operation, hint, lookup(settings.store, response_id), response_id)
     if stored is None and not settings.probe_unknown:
         raise not_found(response_id, capable(settings, operation, hint))

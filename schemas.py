@@ -182,6 +182,23 @@ class InputItemListSchema(Schema):
     has_more = fields.Boolean(required=True)
 
 
+class ConversationSchema(Schema):
+    """A conversation the gateway keeps, as OpenAI's Conversations API answers it."""
+
+    id = fields.String(required=True, metadata={"description": "conv_..."})
+    object = fields.String(required=True, metadata={"description": '"conversation"'})
+    created_at = fields.Integer(required=True, metadata={"description": "Unix seconds"})
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class DeletedConversationSchema(Schema):
+    """What DELETE /v1/conversations/{id} answers."""
+
+    id = fields.String(required=True)
+    object = fields.String(required=True, metadata={"description": '"conversation.deleted"'})
+    deleted = fields.Boolean(required=True)
+
+
 response_schema = ResponsesResponseSchema()
 input_item_list_schema = InputItemListSchema()
 deleted_schema = DeletedResponseSchema()

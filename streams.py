@@ -25,7 +25,8 @@ import logging
 import queue
 import threading
 
-from background import run_error
+import conversations
+from background import NOTHING_KEPT, run_error
 from owners import stored_as
 from providers import keeps_nothing, withdraw
 from providers.errors import BadGateway, ProviderError
@@ -68,15 +69,16 @@ def sse(source, stop, keepalive=KEEPALIVE):
         stop()
 
 
-def passthrough(generation, provider, store, owner=None, kept=(None, None), created=False):
+def passthrough(generation, provider, store, owner=None, kept=NOTHING_KEPT, created=False):
     """A Responses API provider's events as they come, `provider` stamped where a Response
     appears, under the provider's own id.
 
     The response is stored as `owner`'s from the first event that carries it, with
-    its input where `kept` holds items, then as it ended (store None: store: false,
-    nothing is kept). Where the provider keeps nothing, one that fails or whose client
-    leaves is stored with the output it had. A created stream whose first write fails
-    may stop there (_claim).
+    its input where `kept` (a store.Kept) holds items, then as it ended (store None:
+    store: false, nothing is kept), and appended to its conversation if it has one.
+    Where the provider keeps nothing, one that fails or whose client leaves is stored
+    with the output it had. A created stream whose first write fails may stop there
+    (_claim).
     """
     sequence, response_id = -1, None
     try:
@@ -93,25 +95,26 @@ def passthrough(generation, provider, store, owner=None, kept=(None, None), crea
                         return
             yield event
         if generation.closed:  # the client went away
-            _partial(generation, provider, store, response_id, owner, "incomplete")
+            _partial(generation, provider, store, response_id, owner, kept, "incomplete")
             return
         generation.reader.final()  # raises if the stream ended before its final event
     except ProviderError as exc:
         error = run_error(exc)
-        _partial(generation, provider, store, response_id, owner, "failed", error)
+        _partial(generation, provider, store, response_id, owner, kept, "failed", error)
         yield {"type": "error", "sequence_number": sequence + 1, "param": None, **error}
         return
     last = generation.reader.last
     if store is not None and _id_of(last):
-        _keep(store, last["id"], provider, last, owner)
+        _ended(store, _keep(store, last["id"], provider, last, owner), kept)
 
 
-def translated(generation, provider, store, owner=None, kept=(None, None)):
+def translated(generation, provider, store, owner=None, kept=NOTHING_KEPT):
     """A Chat-only provider's chunks as Responses events, under the id the gateway minted.
 
-    The response is stored as `owner`'s, with its input where `kept` holds items,
-    before its first event, then as it ended (store None: store: false, nothing is
-    kept); one that fails or whose client leaves, with the output it had.
+    The response is stored as `owner`'s, with its input where `kept` (a store.Kept)
+    holds items, before its first event, then as it ended (store None: store: false,
+    nothing is kept); one that fails or whose client leaves, with the output it had. It
+    is appended to its conversation if it has one.
     """
     writer, response_id = EventWriter(), generation.response_id
     started = contract_response({**generation.queued(), "status": "in_progress"},
@@ -122,7 +125,8 @@ def translated(generation, provider, store, owner=None, kept=(None, None)):
         for changes in generation.changes():
             yield from writer.apply(changes)
         if generation.closed:  # the client went away
-            _keep(store, response_id, provider, generation.reader.response("incomplete"), owner)
+            left = generation.reader.response("incomplete")
+            _ended(store, _keep(store, response_id, provider, left, owner), kept)
             return
         final = contract_response(generation.final(), response_id, provider)
     except ProviderError as exc:
@@ -130,7 +134,8 @@ def translated(generation, provider, store, owner=None, kept=(None, None)):
         _keep(store, response_id, provider, failed, owner)
         yield writer.error(**run_error(exc))
         return
-    yield from writer.finish(_keep(store, response_id, provider, final, owner))
+    yield from writer.finish(_ended(store, _keep(store, response_id, provider, final, owner),
+                                    kept))
 
 
 def following(runner, response_id, after, stopped):
@@ -169,17 +174,17 @@ def _claim(generation, provider, store, owner, kept, response, created):
     return False
 
 
-def _partial(generation, provider, store, response_id, owner, status, error=None):
+def _partial(generation, provider, store, response_id, owner, kept, status, error=None):
     """Store, as `status`, what a passed-through stream had where its provider keeps
     nothing (the store's copy is all there is); where it keeps responses, it knows."""
     if store is not None and response_id and keeps_nothing(provider):
-        _keep(store, response_id, provider,
-              {**generation.reader.response(status), "error": error}, owner)
+        had = {**generation.reader.response(status), "error": error}
+        _ended(store, _keep(store, response_id, provider, had, owner), kept)
 
 
-def _keep(store, response_id, provider, response, owner, kept=(None, None), strict=False):
-    """Store a streamed response as `owner`'s, with its input where `kept` ((items,
-    previous id)) holds items; answer it as stored. Nothing is kept where store is None
+def _keep(store, response_id, provider, response, owner, kept=NOTHING_KEPT, strict=False):
+    """Store a streamed response as `owner`'s, with its input where `kept` (a store.Kept)
+    holds items; answer it as stored. Nothing is kept where store is None
     (store: false). A store that is down costs only the copy (logged), unless `strict`:
     then StoreError is raised."""
     try:
@@ -191,15 +196,26 @@ def _keep(store, response_id, provider, response, owner, kept=(None, None), stri
         return response
     try:
         entry = store.record(response_id, provider, response, owner=stored_as(owner))
-        items, previous = kept
-        if items is not None:
-            store.keep_input(response_id, items, previous)
+        if kept.items is not None:
+            store.keep_input(response_id, kept.items, kept.previous, kept.conversation)
         return entry.body
     except StoreError as exc:
         log.warning("streamed response %s at %s was not stored: %s", response_id, provider, exc)
         if strict:
             raise
         return response
+
+
+def _ended(store, response, kept):
+    """Append a streamed response that has ended to its conversation, if it is a turn of
+    one (conversations.py); answer it. A store that is down costs the turn (logged)."""
+    if store is not None:
+        try:
+            conversations.turn_ended(store, response["id"], response, kept)
+        except StoreError as exc:
+            log.warning("streamed response %s was not added to conversation %s: %s",
+                        response.get("id"), kept.conversation, exc)
+    return response
 
 
 def _store_error(sequence, consequence):
