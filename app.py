@@ -170,13 +170,7 @@ def create_response():
     upstream, body = create_target(settings, body, provider_hint())
     gateway_run = body.get("background") is True and PROVIDERS[upstream.name].cancel is None
     own_input = body.get("input")  # this turn's input, before a conversation or a chain
-    body, conversation = conversations.follows(settings.store, body, g.owner,
-                                               settings.conversations)
-    try:
-        body, previous = chains.follows(settings.store, body, upstream.name, keeps_nothing,
-                                        g.owner, settings.probe_unknown)
-    except ValueError as exc:
-        raise invalid(str(exc), "previous_response_id") from None
+    body, previous, conversation = continued(settings, upstream, body)
     keeps = stored and (gateway_run or keeps_nothing(upstream.name) or conversation)
     kept = Kept(as_items(own_input) if keeps else None, previous, conversation)
     if body.get("stream") is True:
@@ -195,6 +189,46 @@ def create_response():
     keep_input(settings.store, response_id, kept)
     ended(settings.store, response, kept)  # a turn of its conversation, if it has ended
     return response
+
+
+def continued(settings, upstream, body):
+    """A create body with what it continues expanded for its provider: a conversation's
+    items, then a chain of responses. Also the previous response's id and the
+    conversation's, each None where it names none."""
+    body, conversation = conversations.follows(settings.store, body, g.owner,
+                                               settings.conversations)
+    try:
+        body, previous = chains.follows(settings.store, body, upstream.name, keeps_nothing,
+                                        g.owner, settings.probe_unknown)
+    except ValueError as exc:
+        raise invalid(str(exc), "previous_response_id") from None
+    return body, previous, conversation
+
+
+# Static routes win over /responses/<id>, for POST alone: GET /responses/compact is an id.
+@bp.post("/responses/input_tokens")
+def count_input_tokens():
+    """Count a create body's input tokens at its provider, where it has an API that does."""
+    settings = current_app.extensions["gateway"]
+    body = request_body.json_object(settings)
+    upstream, body = create_target(settings, body, provider_hint(), "input_tokens")
+    body, previous, _ = continued(settings, upstream, body)
+    with previous_checked(previous):
+        counted = call(upstream, "input_tokens", body).get("input_tokens")
+    if not isinstance(counted, int) or isinstance(counted, bool) or counted < 0:
+        raise BadGateway(upstream.name, f"{upstream.name} answered a count without one")
+    return {"object": "response.input_tokens", "input_tokens": counted}
+
+
+@bp.post("/responses/compact")
+def compact_response():
+    """Compact a conversation at its provider, where it has an API that does."""
+    settings = current_app.extensions["gateway"]
+    body = request_body.json_object(settings)
+    upstream, body = create_target(settings, body, provider_hint(), "compact")
+    body, previous, _ = continued(settings, upstream, body)
+    with previous_checked(previous):
+        return call(upstream, "compact", body)
 
 
 @bp.get("/responses/<string(minlength=0):response_id>")

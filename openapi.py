@@ -13,6 +13,7 @@ from schemas import (
     ConversationSchema,
     DeletedConversationSchema,
     DeletedResponseSchema,
+    InputTokensSchema,
     InputItemListSchema,
     OpenAIErrorEnvelopeSchema,
     ProviderListSchema,
@@ -117,6 +118,7 @@ def build_spec():
     spec.components.schema("core.ProviderList", schema=ProviderListSchema)
     spec.components.schema("core.DeletedResponse", schema=DeletedResponseSchema)
     spec.components.schema("core.InputItemList", schema=InputItemListSchema)
+    spec.components.schema("core.InputTokens", schema=InputTokensSchema)
     spec.components.schema("core.Conversation", schema=ConversationSchema)
     spec.components.schema("core.DeletedConversation", schema=DeletedConversationSchema)
     create = operation(
@@ -127,6 +129,18 @@ def build_spec():
     create["responses"]["200"]["content"]["text/event-stream"] = {"schema": sse_event(
         "With stream: true, the Responses API's events")}
     spec.path(path="/v1/responses", operations={"post": create})
+    spec.path(path="/v1/responses/input_tokens", operations={"post": operation(
+        "Count a create's input tokens, at a provider that counts them (else a 501)",
+        [provider_param("Provider to count at, instead of a 'provider/' prefix on model")],
+        GATEWAY_STATUSES, request_body=CREATE_BODY, ok="core.InputTokens")})
+    compact = operation(
+        "Compact a conversation, at a provider that compacts (else a 501)",
+        [provider_param("Provider to compact at, instead of a 'provider/' prefix on model")],
+        GATEWAY_STATUSES, request_body=CREATE_BODY)
+    compact["responses"]["200"]["content"]["application/json"]["schema"] = {
+        "type": "object", "additionalProperties": True,
+        "description": "The provider's response.compaction object, as it answered it"}
+    spec.path(path="/v1/responses/compact", operations={"post": compact})
     no_body = {k: v for k, v in GATEWAY_STATUSES.items() if k != "413"}
     retrieve = operation(
         "Get a response",

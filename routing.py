@@ -33,6 +33,10 @@ LACKS = {
     "input_items": "keeps no input items; the gateway lists only those it stored",
     "resume": "runs no background responses to stream again; the gateway streams again "
               "only those it runs itself",
+    "input_tokens": "has no API that counts a response's input tokens, and the gateway "
+                    "does not estimate a count",
+    "compact": "has no API that compacts a conversation (compacted items are opaque: only "
+               "the provider that made them can read them)",
 }
 
 
@@ -100,20 +104,21 @@ def provider_hint():
     return name
 
 
-def create_target(settings, body, hint):
-    """The provider a create goes to, and the body to send it (model prefix stripped)."""
+def create_target(settings, body, hint, operation="create"):
+    """The provider a create (or another operation on a create's body) goes to, and the
+    body to send it (model prefix stripped)."""
     model = body.get("model")
     prefix, slash, rest = model.partition("/") if isinstance(model, str) else ("", "", "")
     prefix = prefix.strip().lower()
     if hint:  # the model is the provider's own name for it, unless it repeats the hint
         body = {**body, "model": rest} if prefix == hint and rest else body
-        return configured(settings, "create", hint, "provider"), body
+        return configured(settings, operation, hint, "provider"), body
     if not slash or prefix not in PROVIDERS or not rest:
         raise invalid(
             "model must name its provider, as 'provider/model' (e.g. 'openai/gpt-4o-mini'), "
             f"or pass ?provider=; known providers: {', '.join(PROVIDERS)}", "model",
         )
-    return configured(settings, "create", prefix, "model"), {**body, "model": rest}
+    return configured(settings, operation, prefix, "model"), {**body, "model": rest}
 
 
 def candidates(settings, operation, hint, stored):

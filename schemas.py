@@ -199,6 +199,13 @@ class DeletedConversationSchema(Schema):
     deleted = fields.Boolean(required=True)
 
 
+class InputTokensSchema(Schema):
+    """What POST /v1/responses/input_tokens answers: the provider's own count."""
+
+    object = fields.String(required=True, metadata={"description": '"response.input_tokens"'})
+    input_tokens = fields.Integer(required=True)
+
+
 response_schema = ResponsesResponseSchema()
 input_item_list_schema = InputItemListSchema()
 deleted_schema = DeletedResponseSchema()

@@ -1,8 +1,9 @@
 """The providers the gateway knows, and what each can do with a response.
 
 PROVIDERS maps each provider name to its Operations: the blocking functions
-that create, retrieve, cancel and delete a response there (and list its input items), each None where the
-provider has no such native operation, and the one that streams a generation
+that create, retrieve, cancel and delete a response there (and list its input items,
+count a create's input tokens, compact a conversation), each None where the provider
+has no such native operation, and the one that streams a generation
 for a background response the gateway runs itself (background.py). A
 provider without native cancel has its background responses run by the
 gateway, which cancels them by closing that stream. Its order is the order in
@@ -37,18 +38,22 @@ class Operations(NamedTuple):
     delete: Callable | None = None  # (upstream, response_id) -> {"id", "deleted", ...}
     input_items: Callable | None = None  # (upstream, response_id, query) -> a list object
     resume: Callable | None = None  # (upstream, response_id, after) -> an open Generation
+    input_tokens: Callable | None = None  # (upstream, body) -> {"object", "input_tokens"}
+    compact: Callable | None = None  # (upstream, body) -> a response.compaction object
 
 
 LIFECYCLE = Operations(oa.create, oa.retrieve, oa.cancel, oa.stream, True, oa.delete,
                        oa.input_items, oa.resume)
+# OpenAI's own API (and Azure's, which follows it) also counts input tokens and compacts.
+OPENAI = LIFECYCLE._replace(input_tokens=oa.input_tokens, compact=oa.compact)
 STORED = Operations(oa.create, oa.retrieve, None, oa.stream, True, oa.delete,
                     oa.input_items)  # keeps responses
 STATELESS = Operations(oa.create, None, None, oa.stream, True)  # forgets them at once
 CHAT_ONLY = Operations(chat.create, None, None, chat.stream, False)
 
 PROVIDERS = {
-    "openai": LIFECYCLE,
-    "azure": LIFECYCLE,
+    "openai": OPENAI,
+    "azure": OPENAI,
     "anthropic": CHAT_ONLY,
     "gemini": CHAT_ONLY,
     "groq": STATELESS,

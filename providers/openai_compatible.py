@@ -31,6 +31,18 @@ def input_items(upstream, response_id, query):
                         params=query)
 
 
+def input_tokens(upstream, body):
+    """Count a create body's input tokens: POST {base_url}/responses/input_tokens (it makes
+    nothing, so it may be sent again)."""
+    return request_json(upstream, "POST", "responses/input_tokens", body=body)
+
+
+def compact(upstream, body):
+    """Compact a conversation into fewer, opaque items: POST {base_url}/responses/compact
+    (a model call: never sent twice)."""
+    return request_json(upstream, "POST", "responses/compact", body=body, replay_safe=False)
+
+
 def resume(upstream, response_id, after):
     """A background response's stream again, its events after sequence number `after`
     (all of them for -1): GET {base_url}/responses/{id}?stream=true&starting_after=N,
