@@ -39,7 +39,7 @@ from providers import PROVIDERS, keeps_nothing
 from providers.errors import BadGateway
 from routing import (
     call, candidates, create_target, ended, first_success, held, keep_created, keep_input,
-    list_query, previous_checked, provider_call, provider_hint, remember,
+    list_query, previous_checked, provider_call, provider_hint, remember, translatable,
 )
 from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
 from store import Kept, tombstone
@@ -69,6 +69,7 @@ def create_app(test_config=None):
     app.before_request(assign_request_id)
     app.before_request(refuse_large_body)
     app.after_request(echo_request_id)
+    app.after_request(say_dropped)
     app.after_request(count_request)
     app.register_blueprint(bp)
     app.add_url_rule("/healthz", view_func=healthz)
@@ -112,6 +113,14 @@ def refuse_large_body():
 def echo_request_id(response):
     """Return the request id on every response, errors included, for the access log."""
     response.headers["X-Request-ID"] = g.request_id
+    return response
+
+
+def say_dropped(response):
+    """Name what a Chat-only provider was not sent (routing.translatable), so it is not
+    dropped silently."""
+    if g.get("dropped"):
+        response.headers["X-Gateway-Dropped"] = ", ".join(g.dropped)
     return response
 
 
@@ -171,6 +180,7 @@ def create_response():
     gateway_run = body.get("background") is True and PROVIDERS[upstream.name].cancel is None
     own_input = body.get("input")  # this turn's input, before a conversation or a chain
     body, previous, conversation = continued(settings, upstream, body)
+    body = translatable(settings, upstream, body)
     keeps = stored and (gateway_run or keeps_nothing(upstream.name) or conversation)
     kept = Kept(as_items(own_input) if keeps else None, previous, conversation)
     if body.get("stream") is True:

@@ -11,6 +11,7 @@ from background import Runner
 from conversations import Limits
 from owners import Owner
 from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
+from providers.translate import HOSTED_TOOLS
 from store import StoreError, open_store
 
 DEFAULT_UPSTREAM_TIMEOUT = 20.0  # seconds to wait for a provider's answer
@@ -49,6 +50,7 @@ class Settings:
     owners: dict[bytes, Owner]  # key digest -> whose responses it sees; {}: shared by all
     unkeyed_owners: bool  # keys' responses are theirs, but no secret keys their owner ids
     probe_unknown: bool  # ask the providers about an id the store does not know
+    hosted_tools: str  # HOSTED_TOOLS: "drop" or "refuse" a hosted tool at a Chat-only provider
     auth_disabled: bool
     upstreams: dict[str, Upstream]  # configured providers only, in PROVIDERS order
     max_content_length: int  # larger request bodies get a 413
@@ -92,6 +94,9 @@ class Settings:
             serving = int(_positive_number(env, "GUNICORN_THREADS", DEFAULT_THREADS))
         runs = int(_positive_number(env, "BACKGROUND_THREADS",
                                     DEFAULT_BACKGROUND_THREADS[worker_class]))
+        hosted = env.get("HOSTED_TOOLS", "").strip().lower() or "drop"
+        if hosted not in HOSTED_TOOLS:
+            raise ConfigError("HOSTED_TOOLS must be 'drop' or 'refuse'")
         lease = _positive_number(env, "BACKGROUND_LEASE", DEFAULT_BACKGROUND_LEASE)
         body_limit = int(_positive_number(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
         store = _store(env)
@@ -101,6 +106,7 @@ class Settings:
             owners={} if scope == "shared" else {key_digest(k): Owner.of(k, secrets) for k in keys},
             unkeyed_owners=scope == "key" and auth != "disabled" and not secrets,
             probe_unknown=probe == "on",
+            hosted_tools=hosted,
             auth_disabled=auth == "disabled",
             # Every request and every background run may hold a connection at once.
             upstreams=_upstreams(env, read_timeout, serving + runs),

@@ -21,6 +21,7 @@ from items import ORDERS
 from owners import sees, stored_as
 from providers import PROVIDERS, keeps_nothing, withdraw
 from providers.errors import NotFound, ProviderError, Rejected
+from providers.translate import carried
 from store import DELETED, StoreError
 
 MAX_ID_LENGTH = 256
@@ -119,6 +120,16 @@ def create_target(settings, body, hint, operation="create"):
             f"or pass ?provider=; known providers: {', '.join(PROVIDERS)}", "model",
         )
     return configured(settings, operation, prefix, "model"), {**body, "model": rest}
+
+
+def translatable(settings, upstream, body):
+    """The create body to send: as it is to a provider with a Responses API; to a Chat-only
+    one, without what asks for nothing the model reads, nor (by HOSTED_TOOLS) hosted
+    tools (translate.carried), each named in the answer's X-Gateway-Dropped header."""
+    if PROVIDERS[upstream.name].responses_api:
+        return body
+    body, g.dropped = carried(body, upstream.name, settings.hosted_tools)
+    return body
 
 
 def candidates(settings, operation, hint, stored):

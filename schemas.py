@@ -70,6 +70,8 @@ class ResponsesOutputItemSchema(LenientSchema):
     content = fields.List(fields.Nested(ResponsesContentItemSchema))
     id = fields.String()
     name = fields.String()
+    namespace = fields.String(metadata={
+        "description": "The namespace of a namespaced function's call (beyond the contract)"})
     role = fields.String()
     status = fields.String()
     type = fields.String(metadata={"description": '"message", "function_call", etc.'})

@@ -168,8 +168,9 @@ class ChatReader(Reader):
     as the list of its deltas, joined only when a whole Response is asked for.
     """
 
-    def __init__(self, upstream, response_id, model):
+    def __init__(self, upstream, response_id, model, names=None):
         super().__init__(upstream, response_id, model)
+        self.names = names  # a namespaced function's Chat name -> (namespace, name)
         self.output = []  # [kind, pieces, call fields] per output item, in order
         self.message = None  # the output index of the text message, once it has text
         self.calls = {}  # Chat's tool-call index -> output index
@@ -227,7 +228,7 @@ class ChatReader(Reader):
             changes.append({"type": "response.output_item.added",
                             "output_index": self.calls[key],
                             "item": call_item(fields["call_id"], fields["name"], "",
-                                              "in_progress")})
+                                              "in_progress", self.names)})
         index = self.calls[key]
         fields, pieces = self.output[index][2], self.output[index][1]
         fields["call_id"] = fields["call_id"] or call.get("id")
@@ -242,7 +243,8 @@ class ChatReader(Reader):
 
     def response(self, status):
         output = [message_item(self.response_id, "".join(pieces)) if kind == "message"
-                  else call_item(fields["call_id"], fields["name"], "".join(pieces))
+                  else call_item(fields["call_id"], fields["name"], "".join(pieces),
+                                 names=self.names)
                   for kind, pieces, fields in self.output]
         return response(self.response_id, self.model, status, output, usage=self.usage,
                         created_at=self.created_at)

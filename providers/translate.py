@@ -3,10 +3,15 @@
 Six providers (anthropic, gemini, zai, minimax, xiaomi, opencodego) serve only
 OpenAI's Chat Completions. A create routed to one of them is carried over
 field by field; a field that changes what the model does and has no faithful
-Chat form (a built-in tool, previous_response_id, anything unknown) is refused
-with Untranslatable naming it, never dropped. The answer, and the pieces a
-stream assembles (providers/streaming.py), become a Response in the contract's
-shape, under an id the gateway mints.
+Chat form (previous_response_id, anything unknown) is refused with Untranslatable
+naming it. Agents (Codex, the Agents SDK) send every turn fields that ask for
+nothing the model reads (reasoning summaries, includes, cache keys, client
+metadata): `carried` drops those first and names them, so the client can be told.
+A reasoning effort becomes the provider's own setting where it has one (EFFORT);
+a namespace's functions become functions named namespace__function, whose calls
+come back under their namespace. The answer, and the pieces a stream assembles
+(providers/streaming.py), become a Response in the contract's shape, under an id
+the gateway mints.
 """
 
 import secrets
@@ -18,7 +23,21 @@ CARRIED = ("temperature", "top_p", "parallel_tool_calls", "user")  # same name, 
 # Fields the gateway itself answers for, or that do not change what the model does.
 HANDLED = frozenset({"model", "input", "instructions", "max_output_tokens", "tools",
                      "tool_choice", "text", "background", "stream", "metadata", "store",
-                     *CARRIED})
+                     "reasoning", *CARRIED})
+# Fields that ask for nothing the model reads: dropped, and named, at a Chat-only provider.
+DROPPED = ("include", "prompt_cache_key", "prompt_cache_retention", "client_metadata",
+           "safety_identifier", "stream_options")
+# A reasoning effort as each provider's own Chat setting; elsewhere it is dropped and
+# named (Anthropic's Chat layer ignores reasoning_effort, and its thinking budget is a
+# token count no effort maps to faithfully).
+EFFORT = {
+    "gemini": lambda effort: {"reasoning_effort": "high" if effort == "xhigh" else effort},
+    "zai": lambda effort: {"thinking": {
+        "type": "disabled" if effort in ("none", "minimal") else "enabled"}},
+}
+FUNCTIONS = ("function", "namespace")  # tools a Chat provider can be given
+HOSTED_TOOLS = ("drop", "refuse")  # what to do with other tools: the operator's rule
+SEPARATOR = "__"  # between a namespace and its function, in the name the provider sees
 DEFAULTS = {"truncation": "disabled"}  # a field sent at its default asks for nothing
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 INCOMPLETE = frozenset({"length", "content_filter"})  # finish reasons that cut the answer short
@@ -27,6 +46,58 @@ INCOMPLETE = frozenset({"length", "content_filter"})  # finish reasons that cut 
 def new_response_id():
     """An id in OpenAI's form, minted by the gateway: resp_ and 32 hex digits."""
     return f"resp_{secrets.token_hex(16)}"
+
+
+def carried(body, provider, hosted="drop"):
+    """The create body a Chat-only provider can be sent, and the names of what was dropped
+    from it: fields that ask for nothing the model reads (DROPPED, reasoning other than an
+    effort the provider can take), reasoning items in the input (opaque: only the provider
+    that made them can read them), and, where `hosted` is "drop", tools of kinds a Chat
+    provider cannot run (with "refuse", chat_request refuses them, naming each)."""
+    body, dropped = dict(body), []
+    for field in DROPPED:
+        if body.pop(field, None) not in (None, [], {}):
+            dropped.append(field)
+    reasoning = body.pop("reasoning", None)
+    if isinstance(reasoning, dict):
+        for key, value in reasoning.items():
+            if key == "effort" and value is not None and provider in EFFORT:
+                body["reasoning"] = {"effort": value}
+            elif value is not None:
+                dropped.append(f"reasoning.{key}")
+    elif reasoning is not None:
+        body["reasoning"] = reasoning  # chat_request says what is wrong with it
+    if isinstance(body.get("input"), list):
+        kept = [item for item in body["input"]
+                if not (isinstance(item, dict) and item.get("type") == "reasoning")]
+        if len(kept) < len(body["input"]):
+            body["input"], dropped = kept, [*dropped, "input reasoning items"]
+    if hosted == "drop" and isinstance(body.get("tools"), list):
+        hosted_tools = [t for t in body["tools"]
+                        if not (isinstance(t, dict) and t.get("type") in FUNCTIONS)]
+        if hosted_tools:
+            body["tools"] = [t for t in body["tools"] if t not in hosted_tools]
+            dropped += [f"tools ({str(t.get('type') if isinstance(t, dict) else t)[:64]})"
+                        for t in hosted_tools]
+    return body, dropped
+
+
+def tool_names(tools):
+    """The names a Chat provider is given for a namespace's functions, each to the
+    (namespace, name) its calls come back as: {"crm__lookup": ("crm", "lookup")}."""
+    names = {}
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, dict) and tool.get("type") == "namespace":
+            for function in tool.get("tools") or []:
+                if isinstance(function, dict):
+                    names[joined(tool.get("name"), function.get("name"))] = (
+                        tool.get("name"), function.get("name"))
+    return names
+
+
+def joined(namespace, name):
+    """A namespaced function's name as a Chat provider sees it."""
+    return f"{namespace}{SEPARATOR}{name}"
 
 
 def chat_request(body, provider):
@@ -48,7 +119,17 @@ def chat_request(body, provider):
         chat["tool_choice"] = _tool_choice(body["tool_choice"], provider)
     if body.get("text"):
         chat.update(_text(body["text"], provider))
+    if body.get("reasoning") not in (None, {}):
+        chat.update(_reasoning(body["reasoning"], provider))
     return chat
+
+
+def _reasoning(reasoning, provider):
+    """The provider's own setting for a reasoning effort (EFFORT); nothing else carries."""
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+    if not isinstance(effort, str) or provider not in EFFORT or set(reasoning) - {"effort"}:
+        raise Untranslatable(_refusal("reasoning", provider), "reasoning")
+    return EFFORT[provider](effort)
 
 
 def _refusal(field, provider):
@@ -73,9 +154,11 @@ def _messages(value, provider):
         if kind == "message":
             messages.append(_message(item, where, provider))
         elif kind == "function_call":
+            name = _string(item, "name", where)
+            if item.get("namespace") is not None:
+                name = joined(_string(item, "namespace", where), name)
             call = {"id": _string(item, "call_id", where), "type": "function", "function": {
-                "name": _string(item, "name", where),
-                "arguments": _string(item, "arguments", where)}}
+                "name": name, "arguments": _string(item, "arguments", where)}}
             if messages and messages[-1]["role"] == "assistant":  # parallel calls: one message
                 messages[-1].setdefault("tool_calls", []).append(call)
             else:
@@ -142,29 +225,68 @@ def _text_of(parts, where):
 
 
 def _tools(tools, provider):
-    """Function tools in Chat's shape; any other kind of tool is refused."""
+    """Function tools in Chat's shape, a namespace's as functions of their own (joined
+    names); any other kind of tool is refused."""
     if not isinstance(tools, list):
         raise Untranslatable("tools must be a list", "tools")
     chat_tools = []
     for i, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
+        if kind == "namespace":
+            chat_tools += _namespace(tool, f"tools[{i}]", provider)
+        elif kind == "function":
+            chat_tools.append(_function(tool, f"tools[{i}]"))
+        else:
             raise Untranslatable(
                 f"tools of type {str(kind)[:64]!r} are built into the Responses API; {provider} "
                 "has only Chat Completions, where only function tools can be carried",
                 f"tools[{i}].type")
-        _string(tool, "name", f"tools[{i}]")
-        function = {k: tool[k] for k in ("name", "description", "parameters", "strict")
-                    if tool.get(k) is not None}
-        chat_tools.append({"type": "function", "function": function})
+    names = [tool["function"]["name"] for tool in chat_tools]
+    if len(set(names)) < len(names):
+        raise Untranslatable("two tools would reach the provider under one name (a "
+                             f"namespace's functions are named namespace{SEPARATOR}function)",
+                             "tools")
     return chat_tools
+
+
+def _namespace(tool, where, provider):
+    """A namespace's functions, each named namespace__function, its description first."""
+    namespace = _string(tool, "name", where)
+    functions = tool.get("tools")
+    if not isinstance(functions, list):
+        raise Untranslatable(f"{where}.tools must be a list", f"{where}.tools")
+    chat_tools = []
+    for j, function in enumerate(functions):
+        inner = f"{where}.tools[{j}]"
+        if not isinstance(function, dict) or function.get("type") != "function":
+            raise Untranslatable(f"only function tools of a namespace can be carried to "
+                                 f"{provider}", f"{inner}.type")
+        chat = _function(function, inner)["function"]
+        chat["name"] = joined(namespace, chat["name"])
+        about = " ".join(d for d in (tool.get("description"), function.get("description"))
+                         if isinstance(d, str) and d)
+        if about:
+            chat["description"] = about
+        chat_tools.append({"type": "function", "function": chat})
+    return chat_tools
+
+
+def _function(tool, where):
+    """One function tool in Chat's shape."""
+    _string(tool, "name", where)
+    function = {k: tool[k] for k in ("name", "description", "parameters", "strict")
+                if tool.get(k) is not None}
+    return {"type": "function", "function": function}
 
 
 def _tool_choice(choice, provider):
     if choice in ("auto", "none", "required"):
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "function", "function": {"name": _string(choice, "name", "tool_choice")}}
+        name = _string(choice, "name", "tool_choice")
+        if choice.get("namespace") is not None:
+            name = joined(_string(choice, "namespace", "tool_choice"), name)
+        return {"type": "function", "function": {"name": name}}
     raise Untranslatable(f"tool_choice can be auto, none, required or a function at {provider}",
                          "tool_choice")
 
@@ -201,8 +323,9 @@ def _string(obj, key, where):
 
 # The way back: Chat Completions pieces into a Response.
 
-def chat_response(completion, provider, response_id):
-    """The Response for a (non-streamed) Chat Completions answer."""
+def chat_response(completion, provider, response_id, names=None):
+    """The Response for a (non-streamed) Chat Completions answer; `names` (tool_names)
+    gives a namespaced function's call back its namespace."""
     choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else None
     message = choice.get("message") if isinstance(choice, dict) else None
@@ -216,7 +339,7 @@ def chat_response(completion, provider, response_id):
         calls.append((call.get("id"), function.get("name"), function.get("arguments")))
     return response(
         response_id, completion.get("model"), status_for(choice.get("finish_reason")),
-        output_items(response_id, _content_text(message.get("content")), calls),
+        output_items(response_id, _content_text(message.get("content")), calls, names),
         usage=completion.get("usage"), created_at=completion.get("created"),
     )
 
@@ -231,10 +354,11 @@ def response(response_id, model, status, output, usage=None, created_at=None, er
     }
 
 
-def output_items(response_id, text, calls):
+def output_items(response_id, text, calls, names=None):
     """Output items: one assistant message with the text, then one item per tool call."""
     items = [message_item(response_id, text)] if text else []
-    return items + [call_item(call_id, name, arguments) for call_id, name, arguments in calls]
+    return items + [call_item(call_id, name, arguments, names=names)
+                    for call_id, name, arguments in calls]
 
 
 def message_item(response_id, text, status="completed"):
@@ -245,10 +369,15 @@ def message_item(response_id, text, status="completed"):
             "content": [{"type": "output_text", "text": text, "annotations": []}]}
 
 
-def call_item(call_id, name, arguments, status="completed"):
-    """A function call of a translated response; its id follows from the call's."""
-    return {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id,
+def call_item(call_id, name, arguments, status="completed", names=None):
+    """A function call of a translated response; its id follows from the call's. A
+    namespaced function's (in `names`, from tool_names) is under its namespace again."""
+    namespace, name = (names or {}).get(name, (None, name))
+    item = {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id,
             "name": name, "arguments": arguments or "", "status": status}
+    if namespace is not None:
+        item["namespace"] = namespace
+    return item
 
 
 def status_for(finish_reason):

@@ -198,11 +198,14 @@ def test_a_create_at_a_chat_only_provider_is_translated(create, upstream, client
 
 
 @pytest.mark.parametrize("background", [False, True])
-def test_a_field_that_cannot_be_translated_is_400_before_any_upstream_call(create, upstream,
+def test_a_field_that_cannot_be_translated_is_400_before_any_upstream_call(make_client,
+                                                                           upstream,
                                                                            background):
+    client = make_client(HOSTED_TOOLS="refuse")  # the operator's rule: refuse, do not drop
     error = assert_envelope(
-        create({"model": "anthropic/claude", "input": "x", "background": background,
-                "tools": [{"type": "web_search"}]}), 400, "invalid_request_error",
-        param="tools[0].type")
+        client.post("/v1/responses", headers=auth(), json={
+            "model": "anthropic/claude", "input": "x", "background": background,
+            "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}]}),
+        400, "invalid_request_error", param="tools[1].type")
 
     assert "anthropic" in error["message"] and "web_search" in error["message"]

@@ -94,9 +94,9 @@ def test_a_refusal_before_the_first_byte_is_the_usual_envelope(client, upstream)
 
 def test_a_field_that_cannot_be_translated_is_400_before_streaming(gateway):
     resp = gateway.post("/v1/responses", headers=auth(), json={
-        "model": "anthropic/m", "input": "x", "stream": True, "reasoning": {"effort": "low"}})
+        "model": "anthropic/m", "input": "x", "stream": True, "truncation": "auto"})
 
-    assert_envelope(resp, 400, "invalid_request_error", param="reasoning")
+    assert_envelope(resp, 400, "invalid_request_error", param="truncation")
 
 
 def test_a_background_stream_follows_the_gateway_run(gateway, streamer):
