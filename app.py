@@ -219,12 +219,8 @@ def continued(settings, upstream, body):
 @bp.post("/responses/input_tokens")
 def count_input_tokens():
     """Count a create body's input tokens at its provider, where it has an API that does."""
-    settings = current_app.extensions["gateway"]
-    body = request_body.json_object(settings)
-    upstream, body = create_target(settings, body, provider_hint(), "input_tokens")
-    body, previous, _ = continued(settings, upstream, body)
-    with previous_checked(previous):
-        counted = call(upstream, "input_tokens", body).get("input_tokens")
+    upstream, counted = on_create_body("input_tokens")
+    counted = counted.get("input_tokens")
     if not isinstance(counted, int) or isinstance(counted, bool) or counted < 0:
         raise BadGateway(upstream.name, f"{upstream.name} answered a count without one")
     return {"object": "response.input_tokens", "input_tokens": counted}
@@ -233,12 +229,18 @@ def count_input_tokens():
 @bp.post("/responses/compact")
 def compact_response():
     """Compact a conversation at its provider, where it has an API that does."""
+    return on_create_body("compact")[1]
+
+
+def on_create_body(operation):
+    """Run `operation` on a create's body at the provider it names, with what the body
+    continues expanded as for a create; answer the provider and its answer."""
     settings = current_app.extensions["gateway"]
     body = request_body.json_object(settings)
-    upstream, body = create_target(settings, body, provider_hint(), "compact")
+    upstream, body = create_target(settings, body, provider_hint(), operation)
     body, previous, _ = continued(settings, upstream, body)
     with previous_checked(previous):
-        return call(upstream, "compact", body)
+        return upstream, call(upstream, operation, body)
 
 
 @bp.get("/responses/<string(minlength=0):response_id>")

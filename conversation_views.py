@@ -5,7 +5,7 @@ Another key's conversation, and one that expired or never was, are answered alik
 404 that names the id, with no more said.
 """
 
-from flask import current_app, g, request
+from flask import current_app, g
 
 import conversations
 import request_body

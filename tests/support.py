@@ -1,5 +1,7 @@
 """Test data and helpers shared by the test modules."""
 
+import json
+
 from providers import DEFAULT_BASE_URLS
 
 GATEWAY_KEY = "gw-test-key-0001"
@@ -102,3 +104,13 @@ CHAT_ONLY = ["anthropic", "gemini", "zai", "minimax", "xiaomi", "opencodego"]  #
 def chat_url(provider):
     """The upstream URL a translated create must hit."""
     return f"{base_url(provider)}/chat/completions"
+
+
+def sse_data(text):
+    """The events (each `data:` as JSON) of a server-sent-event stream, comments skipped."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n") if not line.startswith(":"))
+        if lines:
+            events.append(json.loads(lines["data"]))
+    return events

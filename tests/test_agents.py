@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from support import CHAT_ONLY, assert_envelope, auth, chat_url, create_url
+from support import CHAT_ONLY, assert_envelope, auth, chat_url, create_url, sse_data
 
 SHELL = {"type": "function", "name": "shell", "description": "Runs a command", "strict": False,
          "parameters": {"type": "object", "properties": {"command": {"type": "array"}},
@@ -61,15 +61,6 @@ def chat_stream(*deltas, finish="stop"):
     return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
-def events_of(text):
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.split("\n") if not line.startswith(":"))
-        if lines:
-            events.append(json.loads(lines["data"]))
-    return events
-
-
 def sent(upstream):
     return json.loads(upstream.calls[-1].request.body)
 
@@ -87,7 +78,7 @@ def test_a_codex_turn_streams_at_every_chat_only_provider(client, upstream, prov
     resp = client.post("/v1/responses", headers=auth(), json=codex_turn(f"{provider}/m"))
 
     assert resp.status_code == 200 and resp.mimetype == "text/event-stream"
-    events = events_of(resp.get_data(as_text=True))
+    events = sse_data(resp.get_data(as_text=True))
     assert events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "See docs/setup.md."
     dropped = resp.headers["X-Gateway-Dropped"].split(", ")
@@ -120,7 +111,7 @@ def test_a_call_to_a_namespaced_function_comes_back_under_its_namespace(client, 
 
     resp = client.post("/v1/responses", headers=auth(), json=codex_turn(f"{provider}/m"))
 
-    events = events_of(resp.get_data(as_text=True))
+    events = sse_data(resp.get_data(as_text=True))
     added = [e["item"] for e in events if e["type"] == "response.output_item.added"]
     final = events[-1]["response"]["output"]
     for item in (added[0], final[0]):
@@ -203,6 +194,6 @@ def test_a_provider_with_a_responses_api_gets_the_turn_as_sent(client, upstream,
     resp = client.post("/v1/responses", headers=auth(), json=copy.deepcopy(turn))
 
     assert resp.status_code == 200
-    assert events_of(resp.get_data(as_text=True))[-1]["type"] == "response.completed"
+    assert sse_data(resp.get_data(as_text=True))[-1]["type"] == "response.completed"
     assert sent(upstream) == {**turn, "model": "gpt-5"}
     assert "X-Gateway-Dropped" not in resp.headers

@@ -8,17 +8,9 @@ import time
 import pytest
 
 from support import (
-    OTHER_GATEWAY_KEY, assert_envelope, auth, create_url, retrieve_url, upstream_response,
+    OTHER_GATEWAY_KEY, assert_envelope, auth, create_url, retrieve_url, sse_data,
+    upstream_response,
 )
-
-
-def events_of(text):
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.split("\n") if not line.startswith(":"))
-        if lines:
-            events.append(json.loads(lines["data"]))
-    return events
 
 
 def resume(client, response_id, key=None, **query):
@@ -32,7 +24,7 @@ def run_to_its_end(client, model, key):
     resp = client.post("/v1/responses", headers=auth(), json={
         "model": model, "input": key, "stream": True, "background": True})
     assert resp.status_code == 200
-    return events_of(resp.get_data(as_text=True))
+    return sse_data(resp.get_data(as_text=True))
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "groq"])
@@ -40,8 +32,8 @@ def test_every_read_gets_the_same_events_under_the_same_numbers(streaming_client
     first = run_to_its_end(streaming_client, f"{provider}/words-6-10", f"rs-{provider}")
     response_id = first[0]["response"]["id"]
 
-    whole = events_of(resume(streaming_client, response_id).get_data(as_text=True))
-    tail = events_of(resume(streaming_client, response_id, starting_after=4).get_data(
+    whole = sse_data(resume(streaming_client, response_id).get_data(as_text=True))
+    tail = sse_data(resume(streaming_client, response_id, starting_after=4).get_data(
         as_text=True))
 
     assert whole == first  # after the run ended: its whole record
@@ -55,7 +47,7 @@ def test_a_resume_follows_a_running_run_live_to_its_end(streaming_client, stream
         "model": "anthropic/words-30-20", "input": "rs-live", "background": True}).get_json()
     streamer.wait_for("rs-live", lambda s: s.sent >= 5)
 
-    events = events_of(resume(streaming_client, created["id"], starting_after=2).get_data(
+    events = sse_data(resume(streaming_client, created["id"], starting_after=2).get_data(
         as_text=True))
 
     assert events[0]["sequence_number"] == 3 and events[-1]["type"] == "response.completed"
@@ -70,7 +62,7 @@ def test_a_cancelled_run_ends_its_record_as_incomplete_cancelled(streaming_clien
     streamer.wait_for("rs-cancel", lambda s: s.sent >= 3)
     streaming_client.post(f"/v1/responses/{created['id']}/cancel", headers=auth())
 
-    events = events_of(resume(streaming_client, created["id"]).get_data(as_text=True))
+    events = sse_data(resume(streaming_client, created["id"]).get_data(as_text=True))
 
     assert events[-1]["type"] == "response.incomplete"
     assert events[-1]["response"]["status"] == "cancelled"
@@ -106,7 +98,7 @@ def test_a_native_background_response_is_streamed_again_by_its_provider(client, 
     upstream.get(f"{retrieve_url('openai', 'resp_bg')}?stream=true&starting_after=7",
                  body=body, content_type="text/event-stream")
 
-    events = events_of(resume(client, "resp_bg", starting_after=7).get_data(as_text=True))
+    events = sse_data(resume(client, "resp_bg", starting_after=7).get_data(as_text=True))
 
     assert [e["sequence_number"] for e in events] == [8, 9]
     assert events[-1]["response"]["provider"] == "openai"  # stamped, as passed through
