@@ -4,6 +4,7 @@ echoes what it heard (fake_echo.py), so each provider call shows which turns it 
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -164,3 +165,19 @@ def test_two_instances_on_redis_share_a_session(echo, redis_url, tmp_path_factor
         assert item_texts(sdk(host_b), made.id) == ["shared"]
         with pytest.raises(openai.NotFoundError):
             sdk(host_b, OTHER_GATEWAY_KEY).conversations.retrieve(made.id)
+
+        # Sixteen creates at once in one conversation, half through each host: every turn
+        # appended whole, once, none lost.
+        busy = sdk(host_a).conversations.create()
+
+        def turn(i):
+            host = (host_a, host_b)[i % 2]
+            return sdk(host).responses.create(model=f"{CHAT_ONLY}/echo", input=f"turn {i}",
+                                              conversation=busy.id).output_text
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(turn, range(16)))
+        assert answers == [f"heard: turn {i}" for i in range(16)]
+        kept = item_texts(sdk(host_b), busy.id)
+        pairs = [kept[i:i + 2] for i in range(0, len(kept), 2)]
+        assert sorted(pairs) == sorted([f"turn {i}", f"heard: turn {i}"] for i in range(16))
