@@ -25,7 +25,7 @@ from pathlib import Path
 from gevent import get_hub, monkey
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
-from store.sqlite_conversations import SQLiteConversations
+from store.sql_conversations import SQLConversations
 
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
@@ -192,9 +192,11 @@ WHERE id IN (SELECT value FROM json_each(?)) AND rank < 2 AND heartbeat_at IS NO
 class SQLiteStore:
     """Responses in a SQLite file, safe across threads and processes."""
 
+    placeholder = "?"  # how its statements take parameters (sql_conversations.py)
+
     def __init__(self, path, ttl, conversation_ttl=None):
         self.path, self.ttl = path, ttl
-        self.conversations = SQLiteConversations(self, conversation_ttl or ttl)
+        self.conversations = SQLConversations(self, conversation_ttl or ttl)
         self._for_this_process()
         # A forked process starts with its own connections, lock file and lock: a thread of
         # the parent may hold the lock as it forks, and would never release it in the child.
@@ -290,6 +292,30 @@ class SQLiteStore:
         """What keep_input kept for an id (a Kept), or None."""
         row = self._read(INPUT, (response_id, time.time()))
         return Kept(json.loads(row[0]), row[1], row[2]) if row else None
+
+    def change(self, change, *args):
+        """Run change(db, now, *args) in one transaction, in this store's write turn; a
+        change reads, then writes, so it takes the write lock up front (IMMEDIATE): no
+        other writer can overtake its read."""
+        with self._write_lock:
+            return self._in_turn(self._transaction, change, *args)
+
+    def reading(self, read, *args):
+        """Run read(db, *args) on a connection of this process's."""
+        try:
+            with self._connection() as db:
+                return read(db, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
+
+    def _transaction(self, change, *args):
+        try:
+            with self._connection() as db:
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    return change(db, time.time(), *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store: {exc}") from exc
 
     # Writers queue on locks that wake each the moment it is its turn: this process's
     # threads (or greenlets) on _write_lock, the processes on a flock() of a file beside
