@@ -24,6 +24,7 @@ DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # bytes; room for a create with i
 DEFAULT_BODY_TIMEOUT = 20.0  # seconds for a request body to arrive whole (16 MiB at 1 MB/s)
 DEFAULT_MAX_BODY_OBJECTS = 100_000  # JSON objects and arrays in a request body
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
+DEFAULT_POOL_SIZE = 10  # PostgreSQL connections a worker holds at most
 DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
 DEFAULT_CONVERSATION_ITEMS = 10_000  # items a conversation may hold
 DEFAULT_ITEMS_PER_ADD = 20  # items one request may add to a conversation, as at OpenAI
@@ -99,7 +100,7 @@ class Settings:
             raise ConfigError("HOSTED_TOOLS must be 'drop' or 'refuse'")
         lease = _positive_number(env, "BACKGROUND_LEASE", DEFAULT_BACKGROUND_LEASE)
         body_limit = int(_positive_number(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
-        store = _store(env)
+        store = _store(env, serving + runs)
         secrets = _secrets(env, store) if scope == "key" and auth != "disabled" else []
         return cls(
             key_digests=tuple(key_digest(k) for k in keys),
@@ -228,13 +229,19 @@ def _setting(env, name):
     return (env.get(name.lower()) or env.get(name.upper()) or "").strip()
 
 
-def _store(env):
-    """Open the response store STORE_URL names (a Redis that is down is no error yet)."""
-    url = env.get("STORE_URL", "").strip() or DEFAULT_STORE_URL
+def _store(env, concurrency):
+    """Open the response store STORE_URL names, else DATABASE_URL (as PaaS platforms hand
+    out PostgreSQL), else the SQLite default (a database that is down is no error yet).
+    A PostgreSQL pool holds up to STORE_POOL_SIZE connections a worker: by default its
+    concurrency, at most DEFAULT_POOL_SIZE (store calls take milliseconds)."""
+    url = (env.get("STORE_URL", "").strip() or env.get("DATABASE_URL", "").strip()
+           or DEFAULT_STORE_URL)
     ttl = _positive_number(env, "STORE_TTL", DEFAULT_STORE_TTL)
     conversation_ttl = _positive_number(env, "CONVERSATION_TTL", ttl)
+    pool_size = int(_positive_number(env, "STORE_POOL_SIZE",
+                                     min(concurrency, DEFAULT_POOL_SIZE)))
     try:
-        return open_store(url, ttl, conversation_ttl)
+        return open_store(url, ttl, conversation_ttl, pool_size)
     except ValueError as exc:
         raise ConfigError(f"STORE_URL {exc}") from exc
     except StoreError as exc:

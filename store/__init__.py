@@ -1,9 +1,10 @@
 """The response store: which provider holds each response id, and its last known state.
 
 The gateway learns ids from creates and from successful retrieves and cancels,
-so later calls go straight to the right provider. Two backends keep the same
+so later calls go straight to the right provider. Three backends keep the same
 contract, chosen by STORE_URL: SQLite, one file shared by every worker on a
-host, and Redis, shared by every host behind a load balancer.
+host; Redis, shared by every host behind a load balancer, with a cache's
+durability; PostgreSQL, shared by every host, durable.
 
 The contract, for a store made by open_store(url, ttl):
 
@@ -153,9 +154,10 @@ def may_replace(stored_status, new_status, strict=False):
     return rank(stored_status) < 2 and rank(new_status) >= rank(stored_status)
 
 
-def open_store(url, ttl, conversation_ttl=None):
+def open_store(url, ttl, conversation_ttl=None, pool_size=10):
     """Open the store STORE_URL names (conversations expire like responses unless told
-    otherwise); raise ValueError if the URL is not one we know."""
+    otherwise; a PostgreSQL store holds up to `pool_size` connections a process); raise
+    ValueError if the URL is not one we know."""
     scheme = urlsplit(url).scheme
     conversation_ttl = conversation_ttl or ttl
     if scheme == "sqlite":
@@ -166,4 +168,9 @@ def open_store(url, ttl, conversation_ttl=None):
         from store.redis_backend import RedisStore
 
         return RedisStore.from_url(url, ttl, conversation_ttl)
-    raise ValueError("must start with sqlite:///, redis:// or rediss://")
+    if scheme in ("postgresql", "postgres"):
+        from store.postgres_backend import PostgresStore
+
+        return PostgresStore.from_url(url, ttl, conversation_ttl, pool_size)
+    raise ValueError("must start with sqlite:///, redis://, rediss://, postgresql:// or "
+                     "postgres://")

@@ -1,5 +1,5 @@
-"""The response store's contract, checked against both backends: SQLite in a temp dir
-and a real redis-server on 127.0.0.1."""
+"""The response store's contract, checked against every backend: SQLite in a temp dir, a
+real redis-server and a real PostgreSQL on 127.0.0.1."""
 
 import multiprocessing
 import time
@@ -16,10 +16,12 @@ STATUSES = [None, "queued", "in_progress", "cancelled", "completed", "failed", "
             "deleted"]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql"])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.sqlite3"
+    if request.param == "postgresql":
+        return request.getfixturevalue("database_url")
     return request.getfixturevalue("redis_url")
 
 
