@@ -1,0 +1,124 @@
+"""What only the PostgreSQL store has to show (test_store.py checks its contract with the
+others): its schema made and upgraded in place, a database that goes away and comes back,
+processes opening one database at once."""
+
+import json
+import multiprocessing
+import time
+
+import psycopg
+import pytest
+
+from config import ConfigError, Settings
+from store import StoreError, open_store
+from store.postgres_backend import MIGRATIONS
+
+
+def version(url):
+    with psycopg.connect(url) as db:
+        return db.execute("SELECT version FROM gateway_schema").fetchone()[0]
+
+
+def test_a_new_database_gets_the_whole_schema_at_start(database_url):
+    open_store(database_url, ttl=60)
+
+    assert version(database_url) == len(MIGRATIONS)
+
+
+def test_a_database_of_the_first_schema_version_is_upgraded_keeping_what_it_holds(
+        database_url):
+    now = time.time()
+    with psycopg.connect(database_url, autocommit=True) as db:  # as the first release left it
+        db.execute(MIGRATIONS[0])
+        db.execute("CREATE TABLE gateway_schema (version INTEGER NOT NULL)")
+        db.execute("INSERT INTO gateway_schema VALUES (1)")
+        db.execute("INSERT INTO responses VALUES ('resp_old', 'groq', 'completed', 2, %s, "
+                   "%s, %s, %s, NULL, 'owner-a')",
+                   (json.dumps({"id": "resp_old", "status": "completed"}), now, now, now + 600))
+        db.execute("INSERT INTO inputs VALUES ('resp_old', %s, NULL, %s)",
+                   (json.dumps([{"type": "message", "id": "msg_1"}]), now + 600))
+
+    store = open_store(database_url, ttl=60)
+
+    assert version(database_url) == len(MIGRATIONS)
+    entry = store.get("resp_old")
+    assert (entry.status, entry.owner, entry.body["id"]) == ("completed", "owner-a", "resp_old")
+    kept = store.input_items("resp_old")
+    assert (kept.items, kept.conversation) == ([{"type": "message", "id": "msg_1"}], None)
+    made = store.conversations.create("conv_1", "owner-a", {}, [{"type": "message"}])
+    assert made.count == 1  # what the upgrade added works
+
+
+def _open(url, ready, failures):
+    ready.wait()
+    try:
+        open_store(url, ttl=60).record("resp_p", "groq", {"id": "resp_p", "status": "queued"})
+    except Exception as exc:  # noqa: BLE001 (reported to the test)
+        failures.put(repr(exc))
+
+
+def test_processes_opening_a_new_database_at_once_upgrade_it_once(database_url):
+    context = multiprocessing.get_context("spawn")
+    ready, failures = context.Event(), context.Queue()
+    procs = [context.Process(target=_open, args=(database_url, ready, failures))
+             for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    ready.set()
+    for proc in procs:
+        proc.join(timeout=60)
+
+    assert failures.empty(), failures.get()
+    assert version(database_url) == len(MIGRATIONS)
+
+
+def test_a_database_that_goes_away_is_a_store_error_and_service_resumes_by_itself(
+        postgres, database_url):
+    if not hasattr(postgres, "process"):
+        pytest.skip("TEST_DATABASE_URL names a server these tests cannot restart")
+    store = open_store(database_url, ttl=60)
+    store.record("resp_kept", "groq", {"id": "resp_kept", "status": "completed"})
+
+    postgres.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as failed:
+            store.get("resp_kept")
+        assert time.monotonic() - started < 10  # bounded, not a hang
+        assert "postgres@" not in str(failed.value)  # no connection string in the message
+    finally:
+        postgres.start()
+
+    # The pool's broken connections are replaced, not handed out: the first call works.
+    assert store.get("resp_kept").status == "completed"
+    assert store.record("resp_new", "groq", {"id": "resp_new", "status": "queued"}).status
+
+
+def test_a_database_down_at_start_is_no_error_until_it_is_used(postgres):
+    url = postgres.url.rsplit("/", 1)[0] + "/no_such_database"
+
+    store = open_store(url, ttl=60)  # as a Redis that is down at start
+
+    with pytest.raises(StoreError):
+        store.get("resp_x")
+
+
+@pytest.mark.parametrize("variable", ["STORE_URL", "DATABASE_URL"])
+def test_database_url_is_read_when_store_url_is_unset(database_url, variable):
+    url = database_url.replace("postgresql://", "postgres://")  # as Heroku spells it
+    settings = Settings.from_env({"GATEWAY_API_KEYS": "k", variable: url,
+                                  "GATEWAY_SECRET": "s" * 32})
+
+    assert str(settings.store).startswith("PostgreSQL at 127.0.0.1:")
+
+
+def test_store_url_wins_over_database_url(database_url, tmp_path):
+    settings = Settings.from_env({"GATEWAY_API_KEYS": "k", "DATABASE_URL": database_url,
+                                  "STORE_URL": f"sqlite:///{tmp_path}/s.sqlite3"})
+
+    assert str(settings.store).startswith("SQLite")
+
+
+def test_a_url_without_a_database_stops_the_start():
+    with pytest.raises(ConfigError, match="must name a database"):
+        Settings.from_env({"GATEWAY_API_KEYS": "k", "STORE_URL": "postgresql://u@127.0.0.1"})
