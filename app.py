@@ -260,7 +260,10 @@ def retrieve_response(response_id):
     upstreams = candidates(settings, "retrieve", hint, stored)
     provider, body = first_success(upstreams, "retrieve", response_id)
     response = contract_response(body, response_id, provider)
-    return ended(settings.store, remember(settings.store, provider, response))
+    response = remember(settings.store, provider, response)
+    # A turn of a conversation is stored as it is created: an id the store did not hold
+    # is none (and asking the store again would cost every probed id a read).
+    return ended(settings.store, response) if stored else response
 
 
 @bp.post("/responses/<string(minlength=0):response_id>/cancel")
@@ -276,7 +279,10 @@ def cancel_response(response_id):
     upstreams = candidates(settings, "cancel", hint, stored)
     provider, body = first_success(upstreams, "cancel", response_id)
     response = contract_response(body, response_id, provider)
-    return ended(settings.store, remember(settings.store, provider, response))
+    response = remember(settings.store, provider, response)
+    # A turn of a conversation is stored as it is created: an id the store did not hold
+    # is none (and asking the store again would cost every probed id a read).
+    return ended(settings.store, response) if stored else response
 
 
 @bp.delete("/responses/<string(minlength=0):response_id>")

@@ -1,9 +1,13 @@
 """The PostgreSQL store: one database shared by every worker of every host, durable.
 
-psycopg 3 with its connection pool: each process opens its own pool on first use
-(never in gunicorn's master, whose connections the forked workers must not share),
-of at most `pool_size` connections, and checks a connection before lending it, so
-one that a restart of the database broke is replaced, not handed out. Under gevent,
+psycopg 3. Each process keeps its own connections, opened on first use (never in
+gunicorn's master, whose connections the forked workers must not share), at most
+`pool_size` at once, as the SQLite store does: a call takes an idle one or opens one,
+and gives it back unless it failed. An idle connection is checked before use, with no
+round trip (_alive), so one that a restart of the database closed is dropped, not
+used; and since a call that finds none idle connects there and then, service resumes
+the moment the database is back (a pool that reconnects in the background backs off
+for seconds more). Under gevent,
 psycopg waits for the server through the hub (supported since 3.1.14), so a slow
 query or a held lock blocks only the greenlet that made the call; a wait for a free
 connection does the same. A statement waits at most STATEMENT_TIMEOUT, a connection
@@ -18,23 +22,25 @@ at a time, under an advisory lock so that one process upgrades while the others 
 
 import json
 import os
+import select
 import threading
 import time
 import weakref
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg.pq import TransactionStatus
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
 from store.sql_conversations import SQLConversations
 
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 STATEMENT_TIMEOUT = "5s"  # how long a statement may run or wait for a lock
-POOL_WAIT = 5.0  # seconds a call waits for a free connection of its process's pool
+POOL_WAIT = 5.0  # seconds a call waits for one of its process's `pool_size` connections
 PURGE_EVERY = 3600.0  # seconds between deletions of expired rows, per process
 PURGE_BATCH = 200  # rows one write may purge
 SCHEMA_LOCK = 7_262_001  # the advisory lock an upgrade holds
+IDLE = TransactionStatus.IDLE  # a connection in no transaction, nor in a statement
 
 # Each step brings the schema one version up; a database at version N has run the first N.
 MIGRATIONS = (
@@ -213,8 +219,8 @@ class PostgresStore:
         return f"PostgreSQL at {parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
     def _for_this_process(self):
-        self._pool = None  # this process's, opened on first use
-        self._pool_lock = threading.Lock()
+        self._idle = []  # this process's connections not in use
+        self._slots = threading.BoundedSemaphore(self.pool_size)  # gevent's, once patched
         self._upgraded = False
         self._next_purge, self._purging = 0.0, None  # see PURGE
         self._purge_lock = threading.Lock()  # one purging call a process at a time
@@ -238,13 +244,16 @@ class PostgresStore:
                   "heartbeat": now if run else None, "owner": owner}
 
         def write(db):
-            with db.transaction():
-                # A refused write returns no row but leaves the row locked: read as stored.
-                row = db.execute(RECORD, params).fetchone()
-                if row and params["rank"] == 3:  # deleted: its input and events go too
-                    for statement in FORGET:
+            if params["rank"] == 3:  # deleted: its input and events go too, all at once
+                with db.transaction():
+                    row = db.execute(RECORD, params).fetchone()
+                    for statement in FORGET if row else ():
                         db.execute(statement, (response_id,))
-                return row or db.execute(SELECT, (response_id, now)).fetchone()
+            else:  # one statement in autocommit: atomic by itself, and one round trip
+                row = db.execute(RECORD, params).fetchone()
+            # A refused write returns no row: answer what is stored (a write since, if any,
+            # moved it only forward).
+            return row or db.execute(SELECT, (response_id, now)).fetchone()
 
         entry = _entry(self._use(write))
         self._purge_batch(now)
@@ -307,24 +316,38 @@ class PostgresStore:
         return self._use(lambda db: read(db, *args))
 
     def _use(self, call):
-        """Run call(connection) on a pooled connection; StoreError if the database fails."""
+        """Run call(connection) on a connection of this process's; StoreError if the
+        database fails (the connection is then dropped)."""
+        if not self._slots.acquire(timeout=POOL_WAIT):
+            raise StoreError(f"PostgreSQL store: no connection free within {POOL_WAIT:g}s")
+        db = None
         try:
-            with self._connections().connection(timeout=POOL_WAIT) as db:
-                return call(db)
-        except (psycopg.Error, PoolTimeout) as exc:
+            self._upgrade()
+            db = self._take()
+            return call(db)
+        except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store: {_first_line(exc)}") from exc
+        finally:
+            if db is not None:
+                self._give_back(db)
+            self._slots.release()
 
-    def _connections(self):
-        """This process's pool, opened on first use, with the schema made or upgraded."""
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._upgrade()
-                    self._pool = ConnectionPool(
-                        self.url, min_size=1, max_size=self.pool_size, open=True,
-                        check=ConnectionPool.check_connection, name="gateway-store",
-                        kwargs=_connect_options())
-        return self._pool
+    def _give_back(self, db):
+        """Keep a connection for the next call if it is open and idle (a call cut off
+        mid-statement, or a failed one, may have left it otherwise); else close it."""
+        if not (db.closed or db.broken) and db.info.transaction_status == IDLE:
+            self._idle.append(db)
+        else:
+            db.close()
+
+    def _take(self):
+        """An idle connection that is still open, else a new one."""
+        while self._idle:
+            db = self._idle.pop()  # atomic, as is append(): no lock needed
+            if _alive(db):
+                return db
+            db.close()
+        return psycopg.connect(self.url, **_connect_options())
 
     def _upgrade(self):
         """Bring the database to the last of MIGRATIONS, keeping what it holds; the first
@@ -367,6 +390,13 @@ class PostgresStore:
             pass
         finally:
             self._purge_lock.release()
+
+
+def _alive(db):
+    """Whether an idle connection is still open, asked without a round trip: an idle
+    connection has nothing to read unless the server has said goodbye (a restart says so
+    to every connection) or closed the socket."""
+    return not (db.closed or db.broken) and not select.select([db.fileno()], [], [], 0)[0]
 
 
 def _connect_options():

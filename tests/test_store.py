@@ -210,8 +210,10 @@ def test_the_first_write_names_the_owner_and_no_later_write_changes_it(store, ru
                         owner="owner-b").owner is None  # made by nobody: stays so
 
 
-def test_an_unreachable_redis_raises_store_error_without_its_password():
-    store = open_store(f"redis://:sekret-pw@127.0.0.1:{free_port()}/0", ttl=60)
+@pytest.mark.parametrize("scheme", ["redis://:sekret-pw@127.0.0.1:{port}/0",
+                                    "postgresql://gateway:sekret-pw@127.0.0.1:{port}/gateway"])
+def test_an_unreachable_store_raises_store_error_without_its_password(scheme):
+    store = open_store(scheme.format(port=free_port()), ttl=60)
 
     for operation in (lambda: store.get("r"), lambda: store.record("r", "openai", {}),
                       lambda: store.statuses(["r"]), lambda: store.heartbeat(["r"])):
@@ -221,7 +223,8 @@ def test_an_unreachable_redis_raises_store_error_without_its_password():
     assert "sekret-pw" not in str(store)
 
 
-@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "postgres://db/x", "gateway"])
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "mysql://db/x",
+                                 "postgresql://u@127.0.0.1:5432", "gateway"])
 def test_urls_the_store_cannot_use(url):
     with pytest.raises(ValueError):
         open_store(url, ttl=60)
