@@ -65,6 +65,20 @@ Items keep their ids where the conversation has none such yet, else take one of
 the store's; an add is atomic, and so is a turn, whose items stay together, in
 the order turns reach the store. items() is None where `after` names no item.
 
+`queue` holds work due at a time, by kind (webhooks.py: events to deliver,
+background responses to watch), for whichever process of whichever host claims
+it first:
+
+    add(kind, key, payload, due_at, keep) -> bool  # False: that key is or was queued
+    claim(kind, now, limit, lease) -> [Due]        # those due, each held until now + lease
+    retry(kind, key, due_at)                       # due again then, one attempt more
+    done(kind, key)                                # never due again
+    depth(kind) -> int                             # how many are not done
+
+A key is remembered for `keep` seconds after it was added, done or not, so it is
+queued once. A claim is atomic: two claimers never hold one item at once; one
+that claimed an item and died leaves it to the next claim after its lease.
+
 `owner` names the gateway key that made the response (an owner id, owners.py;
 the key itself is never stored). It is written with the entry's first write
 and never changed by a later one, whoever makes it; None is no owner.
@@ -99,6 +113,15 @@ class Conversation(NamedTuple):
     metadata: dict
     created_at: float
     count: int  # how many items it holds
+
+
+class Due(NamedTuple):
+    """An item of the store's queue, as a claim hands it out."""
+
+    key: str
+    payload: dict
+    created_at: float  # when it was added
+    attempts: int  # how many times it was retried
 
 
 class ConversationFull(Exception):

@@ -33,6 +33,7 @@ from psycopg.pq import TransactionStatus
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
 from store.sql_conversations import SQLConversations
+from store.sql_queue import SQLQueue
 
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 STATEMENT_TIMEOUT = "5s"  # how long a statement may run or wait for a lock
@@ -104,6 +105,21 @@ MIGRATIONS = (
         expires_at DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX conversation_turns_expiry ON conversation_turns (expires_at);
+    """,
+    # 3: the queue of work due at a time (webhooks.py).
+    """
+    CREATE TABLE queue (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        due_at DOUBLE PRECISION NOT NULL,
+        attempts INTEGER NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX queue_due ON queue (kind, due_at);
+    CREATE INDEX queue_expiry ON queue (expires_at);
     """,
 )
 
@@ -188,6 +204,8 @@ PURGE = (
     "DELETE FROM conversation_turns WHERE response_id IN "
     "(SELECT response_id FROM conversation_turns WHERE expires_at <= %(now)s "
     "LIMIT %(batch)s)",
+    "DELETE FROM queue WHERE (kind, key) IN "
+    "(SELECT kind, key FROM queue WHERE expires_at <= %(now)s LIMIT %(batch)s)",
 )
 
 
@@ -199,6 +217,7 @@ class PostgresStore:
     def __init__(self, url, ttl, conversation_ttl=None, pool_size=10):
         self.url, self.ttl, self.pool_size = url, ttl, max(1, pool_size)
         self.conversations = SQLConversations(self, conversation_ttl or ttl, " FOR UPDATE")
+        self.queue = SQLQueue(self, " FOR UPDATE SKIP LOCKED")
         self._for_this_process()
         forked = weakref.WeakMethod(self._for_this_process)
         os.register_at_fork(after_in_child=lambda: forked() and forked()())

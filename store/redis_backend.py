@@ -13,6 +13,7 @@ import redis
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
 from store.redis_conversations import RedisConversations
+from store.redis_queue import RedisQueue
 
 KEY_PREFIX = "gateway:response:"
 INPUT_PREFIX = "gateway:input:"  # a create's input items and previous id, as JSON
@@ -89,6 +90,7 @@ class RedisStore:
     def __init__(self, client, ttl, where, conversation_ttl=None):
         self.client, self.ttl, self.where = client, int(ttl), where
         self.conversations = RedisConversations(client, conversation_ttl or ttl)
+        self.queue = RedisQueue(client)
         self._record = client.register_script(RECORD)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._append_events = client.register_script(APPEND_EVENTS)

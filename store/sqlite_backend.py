@@ -26,12 +26,13 @@ from gevent import get_hub, monkey
 
 from store import EVENTS_KEEP, Entry, Kept, StoreError, rank
 from store.sql_conversations import SQLConversations
+from store.sql_queue import SQLQueue
 
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 NEEDS = (3, 35)  # UPSERT ... RETURNING; json_each() too (built in from 3.38, usually before)
 PURGE_EVERY = 3600.0  # seconds between deletions of expired rows, per process
 
-SCHEMA_VERSION = 3  # PRAGMA user_version of a file this code made or upgraded
+SCHEMA_VERSION = 4  # PRAGMA user_version of a file this code made or upgraded
 # Every statement may run on a file at any version: a new one, or one an older release made.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -90,6 +91,18 @@ CREATE TABLE IF NOT EXISTS conversation_turns (  -- responses whose items were a
     expires_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conversation_turns_expiry ON conversation_turns (expires_at);
+CREATE TABLE IF NOT EXISTS queue (  -- sql_queue.py
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    due_at REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX IF NOT EXISTS queue_due ON queue (kind, due_at);
+CREATE INDEX IF NOT EXISTS queue_expiry ON queue (expires_at);
 """
 # A file made before the gateway ran responses itself, scoped them to their keys, or kept
 # conversations, lacks the columns for it.
@@ -181,6 +194,8 @@ PURGE = (
     "(SELECT id FROM conversations WHERE expires_at <= :now LIMIT :batch)",
     "DELETE FROM conversation_turns WHERE response_id IN "
     "(SELECT response_id FROM conversation_turns WHERE expires_at <= :now LIMIT :batch)",
+    "DELETE FROM queue WHERE rowid IN "
+    "(SELECT rowid FROM queue WHERE expires_at <= :now LIMIT :batch)",
 )
 PURGE_BATCH = 200  # rows one write may purge
 HEARTBEAT = """
@@ -197,6 +212,7 @@ class SQLiteStore:
     def __init__(self, path, ttl, conversation_ttl=None):
         self.path, self.ttl = path, ttl
         self.conversations = SQLConversations(self, conversation_ttl or ttl)
+        self.queue = SQLQueue(self)
         self._for_this_process()
         # A forked process starts with its own connections, lock file and lock: a thread of
         # the parent may hold the lock as it forks, and would never release it in the child.

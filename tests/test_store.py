@@ -2,6 +2,7 @@
 real redis-server and a real PostgreSQL on 127.0.0.1."""
 
 import multiprocessing
+import threading
 import time
 import uuid
 
@@ -435,3 +436,68 @@ def test_a_history_of_writes_keeps_the_rule_at_every_step(store, steps):
 
         assert (kept.status, kept.body, kept.owner) == (status, body, owner), (n, steps)
         assert store.get(rid) == kept
+
+
+# The queue (store.queue): work due at a time, claimed by one process at once.
+
+def new_kind():
+    return f"kind-{uuid.uuid4().hex[:8]}"
+
+
+def test_the_queue_hands_out_what_is_due_in_order_and_holds_it_for_its_lease(store):
+    kind, now = new_kind(), time.time()
+    assert store.queue.add(kind, "later", {"n": 2}, now + 60, keep=600)
+    assert store.queue.add(kind, "second", {"n": 1}, now - 1, keep=600)
+    assert store.queue.add(kind, "first", {"n": 0}, now - 2, keep=600)
+
+    claimed = store.queue.claim(kind, now, limit=10, lease=30)
+
+    assert [(d.key, d.payload, d.attempts) for d in claimed] == [
+        ("first", {"n": 0}, 0), ("second", {"n": 1}, 0)]
+    assert abs(claimed[0].created_at - now) < 5
+    assert store.queue.claim(kind, now, limit=10, lease=30) == []  # held by the first claim
+    assert sorted(d.key for d in store.queue.claim(kind, now + 31, 10, 30)) == ["first", "second"]
+    assert store.queue.depth(kind) == 3
+
+
+def test_a_key_is_queued_once_done_or_not(store):
+    kind, now = new_kind(), time.time()
+    assert store.queue.add(kind, "k", {"v": 1}, now, keep=600) is True
+    assert store.queue.add(kind, "k", {"v": 2}, now, keep=600) is False
+
+    store.queue.done(kind, "k")
+
+    assert store.queue.add(kind, "k", {"v": 3}, now, keep=600) is False
+    assert store.queue.claim(kind, now + 3600, 10, 30) == []
+    assert store.queue.depth(kind) == 0
+
+
+def test_a_retry_counts_the_attempt_and_sets_when_it_is_due_again(store):
+    kind, now = new_kind(), time.time()
+    store.queue.add(kind, "k", {}, now, keep=600)
+    store.queue.claim(kind, now, 10, 30)
+
+    store.queue.retry(kind, "k", now + 5)
+
+    assert store.queue.claim(kind, now + 4, 10, 30) == []
+    [due] = store.queue.claim(kind, now + 5, 10, 30)
+    assert (due.key, due.attempts) == ("k", 1)
+
+
+def test_claims_at_once_never_hand_out_one_item_twice(store):
+    kind, now = new_kind(), time.time()
+    for i in range(200):
+        store.queue.add(kind, f"k{i}", {}, now - 1, keep=600)
+    claimed = []
+
+    def claimer():
+        while batch := store.queue.claim(kind, time.time(), 7, 600):
+            claimed.extend(d.key for d in batch)
+
+    threads = [threading.Thread(target=claimer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(claimed) == sorted(f"k{i}" for i in range(200))
