@@ -39,7 +39,7 @@ from providers import PROVIDERS, keeps_nothing
 from providers.errors import BadGateway
 from routing import (
     call, candidates, create_target, ended, first_success, held, keep_created, keep_input,
-    list_query, previous_checked, provider_call, provider_hint, remember, translatable,
+    list_query, previous_checked, provider_call, provider_hint, remember, translatable, watch,
 )
 from schemas import contract_response, deleted_schema, input_item_list_schema, provider_list_schema
 from store import Kept, tombstone
@@ -198,6 +198,8 @@ def create_response():
     response = keep_created(settings.store, upstream, response)
     keep_input(settings.store, response_id, kept)
     ended(settings.store, response, kept)  # a turn of its conversation, if it has ended
+    if body.get("background") is True:
+        watch(settings, response_id, upstream.name, gateway_run=False)
     return response
 
 
@@ -382,6 +384,8 @@ def stream_create(settings, upstream, body, gateway_run, kept, stored):
                                          created=True)
         else:
             source = streams.translated(generation, upstream.name, store, g.owner, kept)
+        if body.get("background") is True and settings.notifier:  # its provider runs it
+            source = settings.notifier.watching(source, upstream.name)
         stop = generation.close
     return event_stream(source, stop)
 
@@ -392,7 +396,9 @@ def start_run(settings, upstream, body, kept):
     g.provider = upstream.name
     foreground = {k: v for k, v in body.items() if k != "background"}  # upstream, it streams
     generation = PROVIDERS[upstream.name].stream(upstream, foreground)  # refused fields: 400 now
-    return settings.runner.submit(upstream.name, generation, g.owner, kept)
+    entry = settings.runner.submit(upstream.name, generation, g.owner, kept)
+    watch(settings, generation.response_id, upstream.name, gateway_run=True)
+    return entry
 
 
 def cancel_run(settings, response_id, stored):

@@ -140,6 +140,7 @@ class Runner:
     def __init__(self, store, threads, lease, clock=time.time, watch_every=WATCH_EVERY):
         self.store, self.threads, self.lease = store, threads, lease
         self.clock, self.watch_every = clock, watch_every
+        self.on_end = None  # told (response id, status) as a run's ending is stored
         self._pid = None  # threads and queues belong to one process: gunicorn forks after app creation
         self._setup = threading.Lock()  # never held in gunicorn's master, so safe to fork
         RUNNERS.add(self)
@@ -411,6 +412,12 @@ class Runner:
         except StoreError as exc:
             log.warning("background response %s was not added to conversation %s: %s",
                         job.response_id, job.kept.conversation, exc)
+        if self.on_end:  # its webhook, at once (webhooks.py watches for it anyway)
+            try:
+                self.on_end(job.response_id, entry.status)
+            except StoreError as exc:
+                log.warning("background response %s: its webhook is left to the watch: %s",
+                            job.response_id, exc)
 
     def _never_start(self, job):
         self._end(job, self._fail(job.response_id, job.provider, job.generation.queued(),

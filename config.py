@@ -13,6 +13,8 @@ from owners import Owner
 from providers import DEFAULT_BASE_URLS, KEY_OPTIONAL, PROVIDERS, Upstream, connect
 from providers.translate import HOSTED_TOOLS
 from store import StoreError, open_store
+from webhooks import Config as WebhookConfig
+from webhooks import Notifier, decoded_secret
 
 DEFAULT_UPSTREAM_TIMEOUT = 20.0  # seconds to wait for a provider's answer
 # How gunicorn runs the app; keep these equal to the defaults in gunicorn.conf.py.
@@ -25,6 +27,11 @@ DEFAULT_BODY_TIMEOUT = 20.0  # seconds for a request body to arrive whole (16 Mi
 DEFAULT_MAX_BODY_OBJECTS = 100_000  # JSON objects and arrays in a request body
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_POOL_SIZE = 10  # PostgreSQL connections a worker holds at most
+DEFAULT_WEBHOOK_MAX_AGE = 72 * 3600  # seconds a webhook event is retried for
+DEFAULT_WEBHOOK_RETRY_BASE = 5.0  # seconds before a webhook's first retry; then doubling
+DEFAULT_WEBHOOK_TIMEOUT = 10.0  # seconds one webhook attempt may take
+DEFAULT_WEBHOOK_CONCURRENCY = 8  # webhook attempts at once, per endpoint and worker
+DEFAULT_WEBHOOK_WATCH_EVERY = 5.0  # seconds between two looks at a background response
 DEFAULT_STORE_TTL = 30 * 24 * 3600  # seconds; OpenAI keeps responses 30 days
 DEFAULT_CONVERSATION_ITEMS = 10_000  # items a conversation may hold
 DEFAULT_ITEMS_PER_ADD = 20  # items one request may add to a conversation, as at OpenAI
@@ -62,6 +69,7 @@ class Settings:
     metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
     store: object  # the response store (store/), opened from STORE_URL and STORE_TTL
     runner: Runner  # runs background responses at providers without native cancel
+    notifier: Notifier | None  # webhooks when background responses end; None: none set
 
     @classmethod
     def from_env(cls, env):
@@ -102,6 +110,9 @@ class Settings:
         body_limit = int(_positive_number(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH))
         store = _store(env, serving + runs)
         secrets = _secrets(env, store) if scope == "key" and auth != "disabled" else []
+        upstreams = _upstreams(env, read_timeout, serving + runs)
+        runner = Runner(store, runs, lease)
+        notifier = _notifier(env, store, upstreams, runner)
         return cls(
             key_digests=tuple(key_digest(k) for k in keys),
             owners={} if scope == "shared" else {key_digest(k): Owner.of(k, secrets) for k in keys},
@@ -110,7 +121,7 @@ class Settings:
             hosted_tools=hosted,
             auth_disabled=auth == "disabled",
             # Every request and every background run may hold a connection at once.
-            upstreams=_upstreams(env, read_timeout, serving + runs),
+            upstreams=upstreams,
             max_content_length=body_limit,
             body_timeout=_positive_number(env, "BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
             max_body_objects=int(_positive_number(env, "MAX_BODY_OBJECTS",
@@ -121,7 +132,8 @@ class Settings:
                 int(_positive_number(env, "MAX_CONVERSATION_ITEMS", DEFAULT_CONVERSATION_ITEMS)),
                 int(_positive_number(env, "MAX_ITEMS_PER_ADD", DEFAULT_ITEMS_PER_ADD))),
             store=store,
-            runner=Runner(store, runs, lease),
+            runner=runner,
+            notifier=notifier,
         )
 
 
@@ -145,6 +157,40 @@ def _secrets(env, store):
     except OSError as exc:
         raise ConfigError(f"cannot keep the owner secret beside the store: {exc}") from None
     return [local] if local else []
+
+
+def _notifier(env, store, upstreams, runner):
+    """The webhooks WEBHOOK_URL and WEBHOOK_SECRET ask for (webhooks.py), or None."""
+    urls = [u.strip() for u in env.get("WEBHOOK_URL", "").split(",") if u.strip()]
+    listed = [s.strip() for s in env.get("WEBHOOK_SECRET", "").split(",") if s.strip()]
+    if not urls:
+        if listed:
+            raise ConfigError("WEBHOOK_SECRET is set but WEBHOOK_URL is not: set both")
+        return None
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"WEBHOOK_URL must be http:// or https:// URLs, comma-separated; "
+                              f"not {url[:80]!r}")
+    if not listed:
+        raise ConfigError("WEBHOOK_URL is set but WEBHOOK_SECRET is not: set it to the "
+                          "endpoint's signing secret, whsec_ and base64")
+    try:
+        secrets = tuple(decoded_secret(secret) for secret in listed)
+    except ValueError as exc:
+        raise ConfigError(f"WEBHOOK_SECRET {exc}") from None
+    config = WebhookConfig(
+        urls=tuple(urls), secrets=secrets,
+        max_age=_positive_number(env, "WEBHOOK_MAX_AGE", DEFAULT_WEBHOOK_MAX_AGE),
+        retry_base=_positive_number(env, "WEBHOOK_RETRY_BASE", DEFAULT_WEBHOOK_RETRY_BASE),
+        timeout=_positive_number(env, "WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT),
+        concurrency=int(_positive_number(env, "WEBHOOK_CONCURRENCY",
+                                         DEFAULT_WEBHOOK_CONCURRENCY)),
+        watch_every=_positive_number(env, "WEBHOOK_WATCH_EVERY", DEFAULT_WEBHOOK_WATCH_EVERY),
+        verify=_setting(env, "REQUESTS_CA_BUNDLE") or _setting(env, "CURL_CA_BUNDLE") or True)
+    notifier = Notifier(config, store, upstreams, runner)
+    runner.on_end = notifier.ended
+    return notifier
 
 
 def _upstreams(env, read_timeout, pool_size):

@@ -141,7 +141,7 @@ def pre_fork(server, worker):
 
 def post_worker_init(worker):
     """On SIGTERM, let a worker's background runs finish within the graceful timeout, but
-    start none still queued.
+    start none still queued. Start the worker's webhook threads, if webhooks are set.
 
     gunicorn's own handler starts the graceful stop; ours, wrapped around it,
     only tells background.py, which fails the queued runs from its own thread,
@@ -158,6 +158,10 @@ def post_worker_init(worker):
         graceful(signum, frame)
 
     signal.signal(signal.SIGTERM, stop)
+    # Each worker delivers webhooks from the store's outbox, whether or not requests come.
+    notifier = worker.wsgi.extensions["gateway"].notifier
+    if notifier:
+        notifier.start()
 
 
 def worker_exit(server, worker):

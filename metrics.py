@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests, provider latency and errors, store errors, background runs.
+"""Prometheus metrics: requests, provider latency and errors, store errors, background runs,
+webhooks.
 
 Under gunicorn every worker is its own process, so gunicorn.conf.py points
 prometheus_client's multiprocess mode at a folder (PROMETHEUS_MULTIPROC_DIR):
@@ -14,6 +15,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -41,6 +43,18 @@ STORE_ERRORS = Counter(
 RUNS = Counter(
     "gateway_background_runs_total", "Background responses the gateway ran, by how they ended.",
     ["provider", "status"],
+)
+WEBHOOK_DELIVERED = Counter("gateway_webhook_events_delivered_total",
+                            "Webhook events an endpoint took (2xx).")
+WEBHOOK_FAILED = Counter("gateway_webhook_attempts_failed_total",
+                         "Webhook attempts that failed: another status, a timeout, no connection.")
+WEBHOOK_DROPPED = Counter("gateway_webhook_events_dropped_total",
+                          "Webhook events given up after WEBHOOK_MAX_AGE.")
+WEBHOOK_OUTBOX = Gauge("gateway_webhook_outbox_depth", "Webhook events not yet delivered.",
+                       multiprocess_mode="livemax")
+WEBHOOK_LATENCY = Histogram(
+    "gateway_webhook_delivery_seconds", "From a response's ending to its event's delivery.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
 )
 
 

@@ -68,6 +68,20 @@ def ended(store, response, kept=None):
     return response
 
 
+def watch(settings, response_id, provider, gateway_run):
+    """Have a background response watched until it ends, for its webhook (webhooks.py), if
+    webhooks are set; a store that is down costs the webhook (logged)."""
+    if settings.notifier is None:
+        return
+    try:
+        settings.notifier.watch(response_id, provider, gateway_run)
+    except StoreError as exc:
+        metrics.count_store_error("watch")
+        current_app.logger.warning("request %s: background response %s is not watched, so "
+                                   "its webhook will not be sent: %s", g.request_id,
+                                   response_id, exc)
+
+
 def check_id(value, what="response id"):
     """Refuse an id that could not travel upstream as one clean path segment."""
     if not value:
