@@ -141,7 +141,7 @@ def test_store_url_and_ttl_are_read(redis_url):
     assert str(settings.store).startswith("Redis at 127.0.0.1:") and settings.store.ttl == 60
 
 
-@pytest.mark.parametrize("url", ["postgres://db/x", "sqlite:///:memory:", "redis://h:port/0",
+@pytest.mark.parametrize("url", ["mysql://db/x", "sqlite:///:memory:", "redis://h:port/0",
                                  "sqlite:////no/such/dir/x.sqlite3"])
 def test_a_store_url_the_gateway_cannot_use_refuses_to_start(url):
     with pytest.raises(ConfigError, match="STORE_URL") as info:
