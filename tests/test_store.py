@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway_process import free_port
 from store import StoreError, may_replace, open_store
+from store.sqlite_backend import SCHEMA_VERSION
 
 STATUSES = [None, "queued", "in_progress", "cancelled", "completed", "failed", "incomplete",
             "deleted"]
@@ -411,7 +412,7 @@ def test_a_sqlite_file_of_version_1_is_upgraded_in_place_with_its_events(tmp_pat
     assert [e["sequence_number"] for e in store.events("run", 0)] == [1, 2, 3]
     assert store.get("run").owner == "o"
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
     assert open_store(f"sqlite:///{path}", ttl=60).events("run", 2) == [{"sequence_number": 3}]
 
