@@ -29,7 +29,7 @@ if worker_class == "gevent":
 
         gevent looks every host up on a native thread, even 127.0.0.1, so each new
         provider connection handed the GIL to that thread and back: 0.3 of the 2.6 ms
-        of CPU a streaming create took (README, Performance). A name still goes to
+        of CPU a streaming create took (docs/performance.md). A name still goes to
         the thread (and the system's resolver, /etc/hosts included), as with gevent's.
         """
 

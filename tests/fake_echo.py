@@ -3,7 +3,9 @@ test can tell from what it received which turns a call carried.
 
 POST /v1/chat/completions answers "heard: <last user text>" (one completion, or a
 stream with stream: true); POST /v1/responses answers the same as a completed
-Response, kept for GET /v1/responses/{id}; POST /v1/responses/input_tokens counts
+Response (or, with background: true, a queued one that runs until cancelled), kept
+for GET /v1/responses/{id} and .../input_items, POST .../cancel and DELETE;
+POST /v1/responses/input_tokens counts
 (a word count of the input, so a longer input counts more) and POST
 /v1/responses/compact answers a compaction. Every request body is recorded, in order.
 """
@@ -21,6 +23,7 @@ class EchoProvider(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.received = []  # (path, body) of each request, in order
         self.kept = {}
+        self.inputs = {}  # what each kept response was given
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -65,7 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(raw) if raw else {}
         with self.server.lock:
             self.server.received.append((self.path, body))
             number = len(self.server.received)
@@ -73,6 +77,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._chat(body)
         if self.path == "/v1/responses":
             return self._response(body, f"resp_echo{number}")
+        if self.path.endswith("/cancel"):
+            response = self.server.kept.get(self.path.split("/")[3])
+            if response is None:
+                return self._json(404, {"error": {"message": "No such response"}})
+            response["status"] = "cancelled"
+            return self._json(200, response)
         if self.path == "/v1/responses/input_tokens":
             words = sum(len(t.split()) for t in texts(body.get("input")))
             return self._json(200, {"object": "response.input_tokens", "input_tokens": words})
@@ -86,11 +96,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_GET(self):
-        response = self.server.kept.get(self.path.rsplit("/", 1)[-1])
+        parts = self.path.split("?")[0].split("/")  # ['', 'v1', 'responses', id, ...]
+        response = self.server.kept.get(parts[3]) if len(parts) > 3 else None
         if response is None:
             return self._json(404, {"error": {"message": "No such response",
                                               "type": "invalid_request_error"}})
+        if parts[4:] == ["input_items"]:
+            given = self.server.inputs.get(parts[3])
+            items = [{"id": "msg_in", "type": "message", "role": "user",
+                      "content": [{"type": "input_text", "text": t}]} for t in texts(given)]
+            return self._json(200, {"object": "list", "data": items, "has_more": False,
+                                    "first_id": "msg_in", "last_id": "msg_in"})
         self._json(200, response)
+
+    def do_DELETE(self):
+        response_id = self.path.split("/")[3]
+        if self.server.kept.pop(response_id, None) is None:
+            return self._json(404, {"error": {"message": "No such response"}})
+        self._json(200, {"id": response_id, "object": "response", "deleted": True})
 
     def _chat(self, body):
         text = heard(body)
@@ -117,8 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
                         "status": "completed",
                         "content": [{"type": "output_text", "text": text, "annotations": []}]}],
             "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}}
+        if body.get("background"):  # it runs until cancelled
+            response = {**response, "status": "queued", "output": [], "background": True}
         if body.get("store") is not False:
             self.server.kept[response_id] = response
+            self.server.inputs[response_id] = body.get("input")
         if not body.get("stream"):
             return self._json(200, response)
         started = {**response, "status": "in_progress", "output": []}
