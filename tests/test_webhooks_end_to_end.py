@@ -9,6 +9,7 @@ import time
 
 import openai
 import pytest
+import requests
 
 from fake_receiver import SECRET, Receiver
 from gateway_process import free_port, run_gateway
@@ -111,6 +112,8 @@ def test_a_receiver_that_fails_then_hangs_gets_the_event_on_a_later_attempt(
         created = sdk(gateway).responses.create(model="anthropic/words-2-0", input="wh-flaky",
                                                 background=True)
         [event] = wait_for_event(receiver, created.id, seconds=40)
+        time.sleep(0.5)  # the delivery's own bookkeeping, after the receiver's answer
+        metrics = requests.get(f"{gateway.url}/metrics", timeout=5).text
 
     assert event.type == "response.completed"
     attempts = [a for a in receiver.attempts if a.verified]
@@ -118,6 +121,9 @@ def test_a_receiver_that_fails_then_hangs_gets_the_event_on_a_later_attempt(
     gaps = [int(b.headers["webhook-timestamp"]) - int(a.headers["webhook-timestamp"])
             for a, b in zip(attempts, attempts[1:])]
     assert gaps[0] >= 1 and gaps[1] >= 2  # backed off: 1 s, then 2 s
+    assert "gateway_webhook_events_delivered_total 1.0" in metrics
+    assert "gateway_webhook_attempts_failed_total 3.0" in metrics
+    assert 'gateway_webhook_delivery_seconds_count 1.0' in metrics
 
 
 def test_a_receiver_down_for_a_while_gets_the_event_once_it_is_back(
