@@ -78,6 +78,8 @@ class Silences:
 
     def __init__(self):
         self._streams, self._lock, self._pid = {}, threading.Lock(), None
+        self._sooner = threading.Event()  # a stream's keep-alive is due before the next look
+        self._every = 1.0  # seconds between two looks: a quarter of the shortest keep-alive
 
     def watch(self, events, keepalive):
         """Watch a stream's queue; answer its entry, whose [2] is when it was last heard."""
@@ -85,8 +87,11 @@ class Silences:
         with self._lock:
             self._streams[id(entry)] = entry
             if self._pid != os.getpid():  # one thread a process (gunicorn forks)
-                self._pid = os.getpid()
+                self._pid, self._sooner = os.getpid(), threading.Event()
                 threading.Thread(target=self._run, name="stream-silences", daemon=True).start()
+            if keepalive / 4 < self._every:
+                self._every = keepalive / 4
+                self._sooner.set()
         return entry
 
     def forget(self, entry):
@@ -95,9 +100,11 @@ class Silences:
 
     def _run(self):
         while True:
+            self._sooner.wait(self._every)
+            self._sooner.clear()
             with self._lock:
                 entries = list(self._streams.values())
-            time.sleep(min([1.0, *(keepalive / 4 for _, keepalive, _ in entries)]))
+                self._every = min([1.0, *(keepalive / 4 for _, keepalive, _ in entries)])
             now = time.monotonic()
             for entry in entries:
                 if now - entry[2] >= entry[1]:
