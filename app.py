@@ -261,11 +261,7 @@ def retrieve_response(response_id):
             return stored.body  # its provider keeps nothing to refresh it from
     upstreams = candidates(settings, "retrieve", hint, stored)
     provider, body = first_success(upstreams, "retrieve", response_id)
-    response = contract_response(body, response_id, provider)
-    response = remember(settings.store, provider, response)
-    # A turn of a conversation is stored as it is created: an id the store did not hold
-    # is none (and asking the store again would cost every probed id a read).
-    return ended(settings.store, response) if stored else response
+    return answered(settings, provider, response_id, body, stored)
 
 
 @bp.post("/responses/<string(minlength=0):response_id>/cancel")
@@ -280,11 +276,7 @@ def cancel_response(response_id):
             return stored.body  # as OpenAI answers a repeat cancel, without asking again
     upstreams = candidates(settings, "cancel", hint, stored)
     provider, body = first_success(upstreams, "cancel", response_id)
-    response = contract_response(body, response_id, provider)
-    response = remember(settings.store, provider, response)
-    # A turn of a conversation is stored as it is created: an id the store did not hold
-    # is none (and asking the store again would cost every probed id a read).
-    return ended(settings.store, response) if stored else response
+    return answered(settings, provider, response_id, body, stored)
 
 
 @bp.delete("/responses/<string(minlength=0):response_id>")
@@ -323,6 +315,16 @@ def list_input_items(response_id):
         return input_item_list_schema.dump(input_item_list_schema.load(body))
     except ValidationError as exc:
         raise BadGateway(provider, f"{provider} answered with a malformed list") from exc
+
+
+def answered(settings, provider, response_id, body, stored):
+    """A provider's Response to a retrieve or a cancel, as the contract's, told to the store
+    (and, if it is a turn of a conversation that has ended, appended to it)."""
+    response = contract_response(body, response_id, provider)
+    response = remember(settings.store, provider, response)
+    # A turn of a conversation is stored as it is created: an id the store did not hold
+    # is none (and asking the store again would cost every probed id a read).
+    return ended(settings.store, response) if stored else response
 
 
 def deleted(response_id):

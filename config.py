@@ -187,7 +187,7 @@ def _notifier(env, store, upstreams, runner):
         concurrency=int(_positive_number(env, "WEBHOOK_CONCURRENCY",
                                          DEFAULT_WEBHOOK_CONCURRENCY)),
         watch_every=_positive_number(env, "WEBHOOK_WATCH_EVERY", DEFAULT_WEBHOOK_WATCH_EVERY),
-        verify=_setting(env, "REQUESTS_CA_BUNDLE") or _setting(env, "CURL_CA_BUNDLE") or True)
+        verify=_ca_bundle(env))
     notifier = Notifier(config, store, upstreams, runner)
     runner.on_end = notifier.ended
     return notifier
@@ -196,7 +196,7 @@ def _notifier(env, store, upstreams, runner):
 def _upstreams(env, read_timeout, pool_size):
     """Connect every provider whose settings are present."""
     # What requests would look up in the environment on every call, read once here.
-    verify = _setting(env, "REQUESTS_CA_BUNDLE") or _setting(env, "CURL_CA_BUNDLE") or True
+    verify = _ca_bundle(env)
     upstreams = {}
     for name in PROVIDERS:
         prefix = name.upper()
@@ -268,6 +268,12 @@ def _no_proxy_entry(entry):
         return name, ipaddress.ip_network(name, strict=False), port
     except ValueError:
         return name, None, port
+
+
+def _ca_bundle(env):
+    """How to verify a server's TLS, as requests reads the environment: a CA bundle's
+    path, or True for certifi's."""
+    return _setting(env, "REQUESTS_CA_BUNDLE") or _setting(env, "CURL_CA_BUNDLE") or True
 
 
 def _setting(env, name):

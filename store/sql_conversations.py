@@ -20,6 +20,7 @@ import time
 
 from items import fresh_id
 from store import Conversation, ConversationFull
+from store.sql import SQLPart
 
 CONVERSATION = """
 SELECT id, owner, metadata, created_at, count FROM conversations
@@ -36,11 +37,12 @@ POSITION = "SELECT position FROM conversation_items WHERE conversation = ? AND i
 ITEM = "SELECT id, item FROM conversation_items WHERE conversation = ? AND id = ?"
 
 
-class SQLConversations:
+class SQLConversations(SQLPart):
     """Conversations in a SQL store's database; see store/__init__.py for the contract."""
 
     def __init__(self, store, ttl, lock_row=""):
-        self.store, self.ttl = store, ttl
+        super().__init__(store)
+        self.ttl = ttl
         self.lock_row = lock_row  # what makes a SELECT lock the row it reads, if needed
 
     def create(self, conversation_id, owner, metadata, items):
@@ -79,10 +81,6 @@ class SQLConversations:
 
     def _one(self, statement, params):
         return self.store.reading(lambda db: self._run(db, statement, params).fetchone())
-
-    def _run(self, db, statement, params):
-        """Run a statement written with ? placeholders, in the store's dialect."""
-        return db.execute(statement.replace("?", self.store.placeholder), params)
 
     def _held(self, db, now, conversation_id):
         """The live conversation's row, locked for this transaction; None if there is none."""

@@ -13,6 +13,7 @@ for conversations (sql_conversations.py).
 import json
 
 from store import Due
+from store.sql import SQLPart
 
 NEVER = 1e18  # the due time of an item that is done
 ADD = ("INSERT INTO queue (kind, key, payload, created_at, due_at, attempts, expires_at) "
@@ -24,11 +25,11 @@ RETRY = "UPDATE queue SET due_at = ?, attempts = attempts + 1 WHERE kind = ? AND
 DEPTH = "SELECT count(*) FROM queue WHERE kind = ? AND due_at < ?"
 
 
-class SQLQueue:
+class SQLQueue(SQLPart):
     """Due items in a SQL store's database; see store/__init__.py for the contract."""
 
     def __init__(self, store, skip_locked=""):
-        self.store = store
+        super().__init__(store)
         self.skip_locked = skip_locked  # what makes a SELECT skip rows others hold
 
     def add(self, kind, key, payload, due_at, keep):
@@ -59,6 +60,3 @@ class SQLQueue:
             self._run(db, MOVE, (now + lease, kind, key))
         return [Due(key, json.loads(payload), created_at, attempts)
                 for key, payload, created_at, attempts in rows]
-
-    def _run(self, db, statement, params):
-        return db.execute(statement.replace("?", self.store.placeholder), params)
