@@ -15,8 +15,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from serving import ServedInBackground
 
-class EchoProvider(ThreadingHTTPServer):
+
+class EchoProvider(ServedInBackground, ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self):
@@ -25,7 +27,6 @@ class EchoProvider(ThreadingHTTPServer):
         self.kept = {}
         self.inputs = {}  # what each kept response was given
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def base_url(self):
@@ -35,13 +36,6 @@ class EchoProvider(ThreadingHTTPServer):
         """The bodies it received at `path`, in order."""
         return [body for at, body in self.received if at == path]
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
 
 
 def texts(value):

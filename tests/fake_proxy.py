@@ -18,20 +18,20 @@ to it, and through a tunnel, TLS inside that TLS.
 import selectors
 import socket
 import socketserver
-import threading
 from urllib.parse import urlsplit
+
+from serving import ServedInBackground
 
 HEAD_END = b"\r\n\r\n"
 
 
-class FakeProxy(socketserver.ThreadingTCPServer):
+class FakeProxy(ServedInBackground, socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, tls=None):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.seen, self.tls = [], tls  # tls: a server-side SSLContext, for an HTTPS proxy
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def url(self):
@@ -46,13 +46,6 @@ class FakeProxy(socketserver.ThreadingTCPServer):
     def handle_error(self, request, client_address):
         pass  # a client or origin that hangs up mid-relay is what the tests do on purpose
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
 
 
 class _Handler(socketserver.BaseRequestHandler):

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 
+from serving import ServedInBackground
+
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
@@ -29,7 +31,7 @@ class Attempt:
         return self.error is None
 
 
-class Receiver(ThreadingHTTPServer):
+class Receiver(ServedInBackground, ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port=0, answers=(), hang=30.0, secret=SECRET):
@@ -38,7 +40,6 @@ class Receiver(ThreadingHTTPServer):
         self.attempts = []
         self.lock = threading.Lock()
         self.sdk = openai.OpenAI(api_key="sk-unused", base_url="http://127.0.0.1:9/v1")
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def url(self):
@@ -57,13 +58,6 @@ class Receiver(ThreadingHTTPServer):
             time.sleep(0.05)
         return self.delivered()
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -34,6 +34,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from serving import ServedInBackground
+
 FRAMINGS = ("chunked", "close", "length")
 
 
@@ -53,7 +55,7 @@ class Stream:
         return self.gone_at is not None
 
 
-class FakeStreamingProvider(ThreadingHTTPServer):
+class FakeStreamingProvider(ServedInBackground, ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 4096  # the listen backlog: thousands of streams may open at once
 
@@ -70,7 +72,6 @@ class FakeStreamingProvider(ThreadingHTTPServer):
         self.kept = {}  # response id -> the Response as it stands, for those it keeps
         self.calls = []  # (method, path) of every call that is not a stream
         self.lock = threading.Lock()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     def get_request(self):
         """Accept a connection; over TLS, its handshake happens on the handler's thread."""
@@ -102,13 +103,6 @@ class FakeStreamingProvider(ThreadingHTTPServer):
             time.sleep(0.02)
         raise AssertionError(f"stream {key!r}: condition not met in {seconds}s: {found}")
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
 
 
 def plan(model):

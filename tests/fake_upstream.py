@@ -18,13 +18,15 @@ import uuid
 from collections import namedtuple
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from serving import ServedInBackground
+
 MISSING = "resp_missing"  # the one id this provider does not hold
 BIG = 50 * 1024 * 1024
 
 Received = namedtuple("Received", "method path headers body")
 
 
-class FakeProvider(ThreadingHTTPServer):
+class FakeProvider(ServedInBackground, ThreadingHTTPServer):
     """The fake provider; `received` holds each Received request in arrival order."""
 
     daemon_threads = True
@@ -45,7 +47,6 @@ class FakeProvider(ThreadingHTTPServer):
         self.received = []
         self.statuses = {}  # id -> status, for the responses it created or cancelled
         self.stopping = threading.Event()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     @property
     def base_url(self):
@@ -56,14 +57,9 @@ class FakeProvider(ThreadingHTTPServer):
         return sum(1 for r in self.received
                    if r.path.split("/")[3:4] == [response_id] and method in (None, r.method))
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
     def __exit__(self, *exc):
-        self.stopping.set()
-        self.shutdown()
-        self.server_close()
+        self.stopping.set()  # a hanging answer ends first, so the shutdown does not wait on it
+        super().__exit__(*exc)
 
 
 def response(response_id, status, model="gpt-4o-mini"):

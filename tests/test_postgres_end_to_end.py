@@ -12,15 +12,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import openai
 import psycopg
 import pytest
 import requests
 
 from gateway_process import run_gateway
 from store.postgres_backend import POOL_WAIT
+from test_background_end_to_end import GATEWAY_KEY, poll, running, sdk, worker_pids
 
-GATEWAY_KEY = "gw-postgres-key-0001"
 SECRET = "a-secret-both-hosts-share-0001"
 
 
@@ -31,22 +30,10 @@ def env(streamer, database_url, **extra):
             "GROQ_API_KEY": "gsk-pg", "GROQ_BASE_URL": streamer.base_url, **extra}
 
 
-def sdk(gateway):
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=GATEWAY_KEY, max_retries=0)
 
 
-def poll(gateway, response_id, condition, seconds=15):
-    deadline = time.monotonic() + seconds
-    while True:
-        response = sdk(gateway).responses.retrieve(response_id)
-        if condition(response):
-            return response
-        assert time.monotonic() < deadline, f"{response_id} stayed {response.status}"
-        time.sleep(0.05)
 
 
-def running(response):
-    return response.status == "in_progress" and response.output_text
 
 
 def stored_statuses(database_url):
@@ -93,10 +80,6 @@ def test_a_killed_hosts_runs_end_failed_by_lease_on_the_other_none_lost_or_doubl
         assert len(streamer.streams_for(f"pg-kill-{i}")) == 1  # never started again
 
 
-def worker_pids(gateway):
-    path = f"/proc/{gateway.proc.pid}/task/{gateway.proc.pid}/children"
-    with open(path) as children:
-        return [int(pid) for pid in children.read().split()]
 
 
 async def create_run(url, key):
