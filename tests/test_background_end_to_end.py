@@ -161,12 +161,17 @@ def test_cancel_of_a_completed_response_is_400(gateway):
     assert sdk(gateway).responses.retrieve(created.id).status == "completed"
 
 
-def test_create_on_one_instance_cancel_on_another_sharing_redis(streamer, redis_url,
-                                                                tmp_path_factory):
-    shared = env(streamer, STORE_URL=redis_url)
+@pytest.mark.parametrize("shared_store", ["redis_url", "database_url"],
+                         ids=["redis", "postgresql"])
+def test_create_on_one_instance_cancel_on_another_sharing_a_store(streamer, request,
+                                                                  shared_store,
+                                                                  tmp_path_factory):
+    shared = env(streamer, STORE_URL=request.getfixturevalue(shared_store),
+                 GATEWAY_SECRET="both-hosts-share-this-secret-0001")
+    key = f"e2e-shared-{shared_store}"
     with run_gateway(tmp_path_factory.mktemp("a"), **shared) as first, \
             run_gateway(tmp_path_factory.mktemp("b"), **shared) as second:
-        created = sdk(first).responses.create(model="groq/words-1000-20", input="e2e-redis",
+        created = sdk(first).responses.create(model="groq/words-1000-20", input=key,
                                               background=True)
         poll(second, created.id, running)
 
@@ -174,7 +179,7 @@ def test_create_on_one_instance_cancel_on_another_sharing_redis(streamer, redis_
 
         assert cancelled.status == "cancelled"
         # The first instance runs it: its watch saw the cancel and shut the stream.
-        stream = streamer.wait_for("e2e-redis", lambda s: s.client_left, seconds=2)
+        stream = streamer.wait_for(key, lambda s: s.client_left, seconds=2)
         assert not stream.finished
         assert sdk(first).responses.retrieve(created.id).status == "cancelled"
 

@@ -1,6 +1,7 @@
 """Two gateways on one PostgreSQL database, each as the Procfile starts it (gevent, two
 workers), against a provider on 127.0.0.1 that streams slowly and records whether its
-client went away: a cancel on one reaches the run on the other, a killed host's runs end
+client went away (a cancel on one reaching the run on the other is in
+test_background_end_to_end.py, for Redis and PostgreSQL): a killed host's runs end
 by lease on the other, thousands of runs at once, the database restarted under load, and a
 held lock that stalls no stream."""
 
@@ -39,23 +40,6 @@ def env(streamer, database_url, **extra):
 def stored_statuses(database_url):
     with psycopg.connect(database_url) as db:
         return dict(db.execute("SELECT status, count(*) FROM responses GROUP BY status"))
-
-
-def test_a_cancel_on_one_host_reaches_the_run_on_the_other(streamer, database_url,
-                                                           tmp_path_factory):
-    shared = env(streamer, database_url)
-    with run_gateway(tmp_path_factory.mktemp("a"), **shared) as first, \
-            run_gateway(tmp_path_factory.mktemp("b"), **shared) as second:
-        created = sdk(first).responses.create(model="groq/words-1000-20", input="pg-cancel",
-                                              background=True)
-        poll(second, created.id, running)
-
-        cancelled = sdk(second).responses.cancel(created.id)
-
-        assert cancelled.status == "cancelled"
-        stream = streamer.wait_for("pg-cancel", lambda s: s.client_left, seconds=2)
-        assert not stream.finished
-        assert sdk(first).responses.retrieve(created.id).status == "cancelled"
 
 
 def test_a_killed_hosts_runs_end_failed_by_lease_on_the_other_none_lost_or_doubled(
