@@ -2,7 +2,7 @@
 test can tell from what it received which turns a call carried.
 
 POST /v1/chat/completions answers "heard: <last user text>" (one completion, or a
-stream with stream: true); POST /v1/responses answers the same as a completed
+stream with stream: true, paced like a model at work when the text asks for something long); POST /v1/responses answers the same as a completed
 Response (or, with background: true, a queued one that runs until cancelled), kept
 for GET /v1/responses/{id} and .../input_items, POST .../cancel and DELETE;
 POST /v1/responses/input_tokens counts
@@ -122,8 +122,9 @@ class _Handler(BaseHTTPRequestHandler):
                                 "finish_reason": None}]}
                   for word in _pieces(text)]
         chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        pause = 0.25 if "long" in text else 0  # so a cancel sent at once finds it running
         self._sse([f"data: {json.dumps({'model': body['model'], **c})}\n\n" for c in chunks]
-                  + ["data: [DONE]\n\n"])
+                  + ["data: [DONE]\n\n"], pause)
 
     def _response(self, body, response_id):
         text = heard(body)
@@ -162,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
                    f"{json.dumps({'type': kind, 'sequence_number': i, **data})}\n\n"
                    for i, (kind, data) in enumerate(events)])
 
-    def _sse(self, events):
+    def _sse(self, events, pause=0):
         """A stream with no length: chunked, as most providers send one."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -171,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         for event in events:
             data = event.encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            time.sleep(pause)
         self.wfile.write(b"0\r\n\r\n")
 
     def _json(self, status, payload):
