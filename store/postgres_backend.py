@@ -11,8 +11,10 @@ for seconds more). Under gevent,
 psycopg waits for the server through the hub (supported since 3.1.14), so a slow
 query or a held lock blocks only the greenlet that made the call; a wait for a free
 connection does the same. A statement waits at most STATEMENT_TIMEOUT, a connection
-CONNECT_TIMEOUT, a free connection POOL_WAIT: then StoreError (a 503), and the next
-call tries again.
+CONNECT_TIMEOUT: then StoreError (a 503), and the next call tries again. A call waits
+for a free connection while the database keeps answering (busy: a burst of thousands of
+runs queues, it does not fail), up to BUSY_WAIT; once the database has answered nothing
+for POOL_WAIT it is down or stuck, and the waiting calls fail.
 
 The compare-and-set in record() is one INSERT ... ON CONFLICT DO UPDATE ... WHERE,
 atomic in PostgreSQL as in SQLite (the two share its rule, store.may_replace). The
@@ -37,7 +39,8 @@ from store.sql_queue import SQLQueue
 
 CONNECT_TIMEOUT = 5  # seconds to open a connection
 STATEMENT_TIMEOUT = "5s"  # how long a statement may run or wait for a lock
-POOL_WAIT = 5.0  # seconds a call waits for one of its process's `pool_size` connections
+POOL_WAIT = 5.0  # seconds with no answer from the database before a waiting call fails
+BUSY_WAIT = 30.0  # seconds a call waits at most for a connection of a busy database
 PURGE_EVERY = 3600.0  # seconds between deletions of expired rows, per process
 PURGE_BATCH = 200  # rows one write may purge
 SCHEMA_LOCK = 7_262_001  # the advisory lock an upgrade holds
@@ -240,6 +243,7 @@ class PostgresStore:
     def _for_this_process(self):
         self._idle = []  # this process's connections not in use
         self._slots = threading.BoundedSemaphore(self.pool_size)  # gevent's, once patched
+        self._answered = time.monotonic()  # when the database last answered a call here
         self._upgraded = False
         self._next_purge, self._purging = 0.0, None  # see PURGE
         self._purge_lock = threading.Lock()  # one purging call a process at a time
@@ -337,19 +341,30 @@ class PostgresStore:
     def _use(self, call):
         """Run call(connection) on a connection of this process's; StoreError if the
         database fails (the connection is then dropped)."""
-        if not self._slots.acquire(timeout=POOL_WAIT):
-            raise StoreError(f"PostgreSQL store: no connection free within {POOL_WAIT:g}s")
+        self._wait_for_slot()
         db = None
         try:
             self._upgrade()
             db = self._take()
-            return call(db)
+            answer = call(db)
+            self._answered = time.monotonic()
+            return answer
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL store: {_first_line(exc)}") from exc
         finally:
             if db is not None:
                 self._give_back(db)
             self._slots.release()
+
+    def _wait_for_slot(self):
+        """Take one of the `pool_size` slots: wait while the database answers calls (they
+        free slots), fail once it has answered none for POOL_WAIT, or after BUSY_WAIT."""
+        started = time.monotonic()
+        while not self._slots.acquire(timeout=0.5):
+            now = time.monotonic()
+            if now - max(started, self._answered) > POOL_WAIT or now - started > BUSY_WAIT:
+                raise StoreError(f"PostgreSQL store: no connection free within "
+                                 f"{now - started:.0f}s")
 
     def _give_back(self, db):
         """Keep a connection for the next call if it is open and idle (a call cut off

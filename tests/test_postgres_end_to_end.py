@@ -31,12 +31,6 @@ def env(streamer, database_url, **extra):
             "GROQ_API_KEY": "gsk-pg", "GROQ_BASE_URL": streamer.base_url, **extra}
 
 
-
-
-
-
-
-
 def stored_statuses(database_url):
     with psycopg.connect(database_url) as db:
         return dict(db.execute("SELECT status, count(*) FROM responses GROUP BY status"))
@@ -62,8 +56,6 @@ def test_a_killed_hosts_runs_end_failed_by_lease_on_the_other_none_lost_or_doubl
     assert all(r.error.code == "run_lost" and r.output_text for r in lost)
     for i in range(4):
         assert len(streamer.streams_for(f"pg-kill-{i}")) == 1  # never started again
-
-
 
 
 async def create_run(url, key):
@@ -134,7 +126,7 @@ def test_the_database_restarted_under_load_costs_envelopes_then_service_resumes(
                 pool.submit(load)
             time.sleep(0.5)
             postgres.stop()
-            time.sleep(POOL_WAIT + 2)  # a call waits POOL_WAIT for a connection, then 503
+            time.sleep(POOL_WAIT + 2)  # no answer for POOL_WAIT: calls fail, 503
             postgres.start()
             resumed_at = len(answers)
             time.sleep(2)

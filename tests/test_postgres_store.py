@@ -5,12 +5,14 @@ processes opening one database at once."""
 import json
 import multiprocessing
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 
 from config import ConfigError, Settings
 from store import StoreError, open_store
+from store import postgres_backend
 from store.postgres_backend import MIGRATIONS
 
 
@@ -92,6 +94,38 @@ def test_a_database_that_goes_away_is_a_store_error_and_service_resumes_by_itsel
     # The pool's broken connections are replaced, not handed out: the first call works.
     assert store.get("resp_kept").status == "completed"
     assert store.record("resp_new", "groq", {"id": "resp_new", "status": "queued"}).status
+
+
+def sleep(seconds):
+    """A store call that holds its connection for `seconds` in the database."""
+    return lambda db: db.execute("SELECT pg_sleep(%s)", (seconds,)).fetchone() and seconds
+
+
+def test_calls_queued_for_a_busy_databases_connections_wait_past_pool_wait(
+        database_url, monkeypatch):
+    monkeypatch.setattr(postgres_backend, "POOL_WAIT", 0.5)
+    store = open_store(database_url, ttl=60, pool_size=1)
+    with ThreadPoolExecutor(8) as pool:  # the last waits about 2 s: four times POOL_WAIT
+        answers = list(pool.map(lambda _: store.reading(sleep(0.3)), range(8)))
+
+    assert answers == [0.3] * 8  # a database that answers is waited for
+
+
+def test_calls_waiting_on_a_database_that_answers_nothing_fail_after_pool_wait(
+        database_url, monkeypatch):
+    monkeypatch.setattr(postgres_backend, "POOL_WAIT", 0.5)
+    store = open_store(database_url, ttl=60, pool_size=1)
+    store.get("resp_warm")
+    with ThreadPoolExecutor(2) as pool:
+        stuck = pool.submit(store.reading, sleep(3))
+        time.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="no connection free"):
+            store.get("resp_waiting")
+        waited = time.monotonic() - started
+        assert stuck.result() == 3
+
+    assert 0.3 <= waited < 2.5  # POOL_WAIT after the last answer, not the stuck call's end
 
 
 def test_a_database_down_at_start_is_no_error_until_it_is_used(postgres):
