@@ -144,7 +144,7 @@ def test_a_gateway_killed_before_delivering_delivers_after_its_restart(
         streamer, provider, tmp_path_factory):
     port, folder = free_port(), tmp_path_factory.mktemp("killed")
     settings = env(streamer, provider, f"http://127.0.0.1:{port}/hooks",
-                   WEBHOOK_RETRY_BASE="30")  # its next attempt would come long after the kill
+                   WEBHOOK_RETRY_BASE="8")  # its next attempt comes after the kill and the restart
     with run_gateway(folder, **settings) as gateway:
         created = sdk(gateway).responses.create(model="anthropic/words-2-0", input="wh-kill",
                                                 background=True)
@@ -160,7 +160,7 @@ def test_a_gateway_killed_before_delivering_delivers_after_its_restart(
 
     with Receiver(port=port) as receiver, \
             run_gateway(folder, **{**settings, "WEBHOOK_RETRY_BASE": "1"}):
-        # Due 30 s after the first attempt, by the outbox in the store: the restart keeps it.
+        # Due 8 s after the first attempt, by the outbox in the store: the restart keeps it.
         [event] = wait_for_event(receiver, created.id, seconds=45)
 
     assert event.type == "response.completed"
