@@ -2,7 +2,8 @@
 test can tell from what it received which turns a call carried.
 
 POST /v1/chat/completions answers "heard: <last user text>" (one completion, or a
-stream with stream: true, paced like a model at work when the text asks for something long); POST /v1/responses answers the same as a completed
+stream with stream: true, paced like a model at work when the text asks for something
+long); POST /v1/responses answers the same as a completed
 Response (or, with background: true, a queued one that runs until cancelled), kept
 for GET /v1/responses/{id} and .../input_items, POST .../cancel and DELETE;
 POST /v1/responses/input_tokens counts

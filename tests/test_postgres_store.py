@@ -11,8 +11,7 @@ import psycopg
 import pytest
 
 from config import ConfigError, Settings
-from store import StoreError, open_store
-from store import postgres_backend
+from store import StoreError, open_store, postgres_backend
 from store.postgres_backend import MIGRATIONS
 
 
