@@ -21,6 +21,9 @@ from providers.upstream import NestedTooDeep, strict_json
 
 MAX_NESTING = 128  # levels of objects and arrays; JSON schemas in tools nest a dozen
 READ_SIZE = 64 * 1024
+# A body past this many bytes takes a parse or an encoding of a second or so at the
+# worst: a worker yields to its other requests (gevent) around it, one stall at a time.
+LARGE = 1024 * 1024
 # A JSON string, escapes and all: what the exact count of objects and arrays blanks out.
 STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
@@ -30,6 +33,8 @@ def json_object(limits):
     that says why not."""
     data = read(limits.max_content_length, limits.body_timeout)
     containers = check_size(data, limits.max_body_objects)
+    if len(data) > LARGE:
+        time.sleep(0)  # let the worker's other requests run: counting and parsing hold it
     try:
         body = strict_json(data)
     except NestedTooDeep:
@@ -40,6 +45,8 @@ def json_object(limits):
         raise invalid("the request body must be a JSON object")
     if containers > MAX_NESTING:  # fewer cannot nest that deep
         check_depth(body)
+    if len(data) > LARGE:
+        time.sleep(0)  # and again before the body is encoded for the provider
     return body
 
 
