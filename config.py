@@ -24,7 +24,11 @@ DEFAULT_CONNECTIONS = 4000  # gevent: client connections a worker serves at once
 DEFAULT_THREADS = 32  # gthread: threads a worker serves requests with
 DEFAULT_MAX_CONTENT_LENGTH = 16 * 1024 * 1024  # bytes; room for a create with images inline
 DEFAULT_BODY_TIMEOUT = 20.0  # seconds for a request body to arrive whole (16 MiB at 1 MB/s)
-DEFAULT_MAX_BODY_OBJECTS = 100_000  # JSON objects and arrays in a request body
+# JSON values in a request body (objects, arrays, their items and members): parsing one
+# and encoding it again for the provider costs up to 4 µs (a float of 17 digits), so
+# 100,000 hold a worker under half a second; a long agent conversation with its tools
+# holds tens of thousands.
+DEFAULT_MAX_BODY_VALUES = 100_000
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_POOL_SIZE = 10  # PostgreSQL connections a worker holds at most
 DEFAULT_WEBHOOK_MAX_AGE = 72 * 3600  # seconds a webhook event is retried for
@@ -63,7 +67,7 @@ class Settings:
     upstreams: dict[str, Upstream]  # configured providers only, in PROVIDERS order
     max_content_length: int  # larger request bodies get a 413
     body_timeout: float  # a body that takes longer to arrive gets a 408
-    max_body_objects: int  # a body with more JSON objects and arrays gets a 400
+    max_body_values: int  # a body with more JSON values gets a 400
     conversations: Limits  # how much a conversation holds, and one request may add
     metrics_need_key: bool  # METRICS_AUTH=required: /metrics asks for a gateway key
     metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
@@ -124,8 +128,7 @@ class Settings:
             upstreams=upstreams,
             max_content_length=body_limit,
             body_timeout=_positive_number(env, "BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
-            max_body_objects=int(_positive_number(env, "MAX_BODY_OBJECTS",
-                                                  DEFAULT_MAX_BODY_OBJECTS)),
+            max_body_values=_max_body_values(env),
             metrics_need_key=metrics_auth == "required",
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             conversations=Limits(
@@ -135,6 +138,12 @@ class Settings:
             runner=runner,
             notifier=notifier,
         )
+
+
+def _max_body_values(env):
+    """MAX_BODY_VALUES, or MAX_BODY_OBJECTS, its name when it counted objects and arrays only."""
+    name = "MAX_BODY_VALUES" if env.get("MAX_BODY_VALUES") else "MAX_BODY_OBJECTS"
+    return int(_positive_number(env, name, DEFAULT_MAX_BODY_VALUES))
 
 
 def key_digest(key):

@@ -3,14 +3,14 @@
 Three bounds, each an envelope when passed: the body's size (MAX_CONTENT_LENGTH,
 a 413, whether it is declared or chunked), the time it takes to arrive
 (BODY_TIMEOUT, a 408: a client that stops sending mid-body is dropped), and its
-shape (MAX_BODY_OBJECTS objects and arrays, MAX_NESTING levels deep, a 400). The
-shape is checked before the body is parsed: one 16 MiB body of five million
-empty objects would hold a worker's CPU for seconds and take gigabytes. A body
+shape (MAX_BODY_VALUES values, MAX_NESTING levels deep, a 400). The shape is
+checked before the body is parsed: one 16 MiB body of five million empty objects
+would hold a worker's CPU for seconds and take gigabytes, and eight million numbers
+take two seconds to parse and encode again for the provider. A body
 refused for size or time is not read further: the connection stops reading
 (gunicorn would otherwise drain what is left of it) and closes after the answer.
 """
 
-import re
 import socket
 import time
 
@@ -21,18 +21,16 @@ from providers.upstream import NestedTooDeep, strict_json
 
 MAX_NESTING = 128  # levels of objects and arrays; JSON schemas in tools nest a dozen
 READ_SIZE = 64 * 1024
-# A body past this many bytes takes a parse or an encoding of a second or so at the
+# A body past this many bytes takes a parse or an encoding of a quarter second at the
 # worst: a worker yields to its other requests (gevent) around it, one stall at a time.
 LARGE = 1024 * 1024
-# A JSON string, escapes and all: what the exact count of objects and arrays blanks out.
-STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 def json_object(limits):
     """The request body as a JSON object within `limits` (Settings), or the envelope
     that says why not."""
     data = read(limits.max_content_length, limits.body_timeout)
-    containers = check_size(data, limits.max_body_objects)
+    containers = check_size(data, limits.max_body_values)
     if len(data) > LARGE:
         time.sleep(0)  # let the worker's other requests run: counting and parsing hold it
     try:
@@ -98,16 +96,39 @@ def stop_reading(status, message):
 
 
 def check_size(data, most):
-    """Refuse a body of more than `most` objects and arrays, counted before parsing: a
-    count of the brackets bounds it in milliseconds; only a body over the bound by that
-    count (brackets inside its strings, say code) is counted exactly. Returns the count."""
-    counted = data.count(b"{") + data.count(b"[")
-    if counted > most:
-        blank = STRING.sub(b'""', data)
-        counted = blank.count(b"{") + blank.count(b"[")
-        if counted > most:
-            raise invalid(f"the request body holds more than {most} JSON objects and arrays")
-    return counted
+    """Refuse a body of more than `most` JSON values, counted before parsing: counting its
+    brackets and commas takes milliseconds; only a body over the bound by that count (code
+    or prose in its strings) is counted again outside its strings. Returns the count of
+    objects and arrays."""
+    containers, values = count_shape(data)
+    if values > most:
+        containers, values = count_shape(outside_strings(data, most))
+        if values > most:
+            raise too_many_values(most)
+    return containers
+
+
+def count_shape(data):
+    """Objects and arrays, and values: those plus the items and members they hold, as the
+    commas between them (each count an upper bound; exact outside strings)."""
+    containers = data.count(b"{") + data.count(b"[")
+    return containers, containers + data.count(b",")
+
+
+def outside_strings(data, most_values):
+    """The body with its strings taken out. Once escaped backslashes and quotes are gone,
+    every quote left opens or closes a string, so splitting at quotes finds them (JSON
+    invalid there fails the parse at that point, and the count is exact up to it)."""
+    plain = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # A key or a value per string: more strings than twice the values are refused
+    # before the split makes an object of each.
+    if plain.count(b'"') > 4 * most_values + 2:
+        raise too_many_values(most_values)
+    return b"".join(plain.split(b'"')[::2])
+
+
+def too_many_values(most):
+    return invalid(f"the request body holds more than {most} JSON values")
 
 
 def check_depth(value):

@@ -111,7 +111,8 @@ def test_stream_false_is_forwarded(create, upstream, stream):
 
 
 @pytest.mark.parametrize("body", ["", "{not json", "[]", '"text"', "null", "3",
-                                  '{"model": NaN}', b"\xff\xfe"])
+                                  '{"model": NaN}', b"\xff\xfe",
+                                  '{"model": "openai/m", "temperature": 1e400}'])  # no float
 def test_a_body_that_is_no_json_object_is_400(create, upstream, body):
     error = assert_envelope(create(body), 400, "invalid_request_error")
 

@@ -111,3 +111,35 @@ def test_a_loaded_response_is_already_what_dumping_it_would_give(body):
     except ValidationError:
         return
     assert response_schema.dump(loaded) == loaded
+
+
+STRUCTURE = '"\\{}[],:' + "é\u2028"  # what a string may hide from a count of the body
+values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=STRUCTURE + "ab", max_size=8),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.text(alphabet=STRUCTURE, max_size=4), inner, max_size=5),
+    max_leaves=40)
+
+
+def shape(value):
+    """Objects and arrays, and those plus the commas between items and members, walked."""
+    if not isinstance(value, (dict, list)):
+        return 0, 0
+    children = list(value.values() if isinstance(value, dict) else value)
+    inner = [shape(child) for child in children]
+    containers = 1 + sum(c for c, _ in inner)
+    return containers, containers + max(len(children) - 1, 0) + sum(v - c for c, v in inner)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=values, ascii_only=st.booleans())
+def test_a_body_counted_outside_its_strings_is_counted_exactly(value, ascii_only):
+    """The bound on values counts brackets and commas before parsing: outside strings,
+    that count is the walked one, whatever the strings hide (escaped quotes, backslashes)."""
+    from request_body import count_shape, outside_strings
+
+    data = json.dumps(value, ensure_ascii=ascii_only).encode()
+
+    assert count_shape(outside_strings(data, 10**6)) == shape(value)
+    assert count_shape(data) >= shape(value)  # the quick count is an upper bound

@@ -114,6 +114,7 @@ def test_network_failures(cancel, upstream, failure, status, code):
     ('"a string"', "application/json"),
     ('{"id": "x", "usage": {"cost": NaN}}', "application/json"),
     ('{"id": "x", "created_at": Infinity}', "application/json"),
+    ('{"id": "x", "usage": {"cost": -1e999}}', "application/json"),
     ("<html>oops</html>", "text/html"),
 ])
 def test_a_2xx_that_is_not_a_json_object_is_a_bad_gateway(cancel, upstream, body, content_type):
