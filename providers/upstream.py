@@ -2,6 +2,7 @@
 
 import functools
 import json
+import math
 import os
 import socket
 import ssl
@@ -300,16 +301,30 @@ class NestedTooDeep(ValueError):
 
 
 def strict_json(data):
-    """Parse JSON, refusing NaN and Infinity (Python's extension, which we could not pass
-    on) and nesting deeper than the parser can go (NestedTooDeep, never RecursionError)."""
+    """Parse JSON (str or bytes), refusing NaN, Infinity and numbers too large for a float
+    (Python's extensions, which we could not pass on) and nesting deeper than the parser
+    can go (NestedTooDeep, never RecursionError)."""
+    if isinstance(data, (bytes, bytearray)):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")  # as json.loads does
     try:
-        return json.loads(data, parse_constant=_not_json)
+        return _STRICT.decode(data)
     except RecursionError:
         raise NestedTooDeep("JSON nested too deeply") from None
 
 
 def _not_json(constant):
     raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text):
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"{text} is too large a number")
+    return value
+
+
+# One decoder for every parse: building one per call costs a stream 2 µs an event.
+_STRICT = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
 def _raise_for_status(upstream, status, headers, payload):
