@@ -44,8 +44,9 @@ KEEP = object()  # the source has been silent for its keep-alive
 
 
 def sse(source, stop, keepalive=KEEPALIVE):
-    """The stream's bytes: each event of `source`, and a comment whenever none comes for
-    `keepalive` seconds. `stop()` ends the source (from this thread) when the stream ends."""
+    """The stream's bytes: each event of `source` (a dict, or a frame() already made), and
+    a comment whenever none comes for `keepalive` seconds. `stop()` ends the source (from
+    this thread) when the stream ends."""
     events = queue.SimpleQueue()
     silence = SILENCES.watch(events, keepalive)
 
@@ -65,10 +66,20 @@ def sse(source, stop, keepalive=KEEPALIVE):
             if event is KEEP:
                 yield b": keep-alive\n\n"
             else:
-                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                yield event if isinstance(event, bytes) else frame(event)
     finally:  # the end, or the client went away (GeneratorExit)
         SILENCES.forget(silence)
         stop()
+
+
+def frame(event, data=None):
+    """One server-sent event: its `data` bytes as a provider sent them, or it encoded."""
+    if data is None:
+        data = json.dumps(event).encode()
+    kind = event.get("type")
+    if not (isinstance(kind, str) and kind.isprintable()):  # a line break would end the field
+        return b"data: " + data + b"\n\n"
+    return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
 
 class Silences:
@@ -124,11 +135,11 @@ def passthrough(generation, provider, store, owner=None, kept=NOTHING_KEPT, crea
     store: false, nothing is kept), and appended to its conversation if it has one.
     Where the provider keeps nothing, one that fails or whose client leaves is stored
     with the output it had. A created stream whose first write fails may stop there
-    (_claim).
+    (_claim). An event the gateway does not change goes out as the provider's bytes.
     """
     sequence, response_id = -1, None
     try:
-        for event, _ in generation.events():
+        for event, data, _ in generation.events():
             sequence = event.get("sequence_number", sequence + 1)
             if isinstance(event.get("response"), dict):
                 event = {**event, "response": {**event["response"], "provider": provider}}
@@ -139,7 +150,9 @@ def passthrough(generation, provider, store, owner=None, kept=NOTHING_KEPT, crea
                         # In the first event's place: nothing of the response went out.
                         yield _store_error(sequence, "the response was not kept")
                         return
-            yield event
+                yield event
+            else:
+                yield frame(event, data)
         if generation.closed:  # the client went away
             _partial(generation, provider, store, response_id, owner, kept, "incomplete")
             return

@@ -3,7 +3,8 @@
 A provider's stream operation (PROVIDERS[name].stream) checks and translates
 the create body at once and returns a Generation, which sends nothing until it
 is opened or read. events() yields each of the provider's own events (for a
-client that streams them as they are) with what it changed in the output;
+client that streams them as they are: its bytes, where they can go out as they
+came) with what it changed in the output;
 changes() yields only those changes, as unnumbered Responses API events
 (providers/events.py numbers them); final() is then the Response as the
 provider ended it (completed, incomplete, or failed), so_far() the Response in
@@ -65,17 +66,18 @@ class Generation:
         return self
 
     def events(self):
-        """(event, changes) for each upstream event as it arrives: the event, and what it
-        changed in the output as unnumbered Responses events (the reader having taken it
-        in). Raises a ProviderError if the stream fails."""
+        """(event, data, changes) for each upstream event as it arrives: the event, its
+        bytes as sse_data() gives them, and what it changed in the output as unnumbered
+        Responses events (the reader having taken it in). Raises a ProviderError if the
+        stream fails."""
         resp = self.open()._resp
         try:
             if self.closed:  # closed while the request was on its way
                 return
             try:
-                for data in sse_data(self.upstream, resp):  # to the end: the connection is reused
+                for event, data in sse_data(self.upstream, resp):  # to the end: reused
                     if not self.reader.done:
-                        yield data, self.reader.feed(data)
+                        yield event, data, self.reader.feed(event)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if self.closed:
                     return  # our own close() broke the read off
@@ -87,7 +89,7 @@ class Generation:
     def changes(self):
         """What each upstream event changed in the output, as a list of unnumbered
         Responses events, while there are any; then final() says how it ended."""
-        for _, changes in self.events():
+        for _, _, changes in self.events():
             if changes:
                 yield changes
 
@@ -107,7 +109,9 @@ def _broken(upstream, exc):
 
 
 def sse_data(upstream, resp):
-    """The data of each server-sent event, as it arrives ('[DONE]' as is, else JSON)."""
+    """(event, data) for each server-sent event, as it arrives: its data parsed ('[DONE]'
+    as is, else JSON), and its bytes where one line held a JSON object that can go out
+    as it came (else None: several lines, or a carriage return inside)."""
     name = upstream.name
     pending, data = bytearray(), []
     while chunk := resp.raw.read1(READ_SIZE):
@@ -123,25 +127,28 @@ def sse_data(upstream, resp):
             if line.startswith(b"data:"):
                 data.append(line[5:].removeprefix(b" "))
             elif not line and data:  # a blank line ends an event
-                yield _parse(upstream, b"\n".join(data))
+                yield _parse(upstream, data)
                 data = []
             # event:, id:, retry: and ':' comments (keep-alives) carry nothing we need
     if pending.startswith(b"data:"):  # the last line, with no newline after it
         data.append(bytes(pending).rstrip(b"\r")[5:].removeprefix(b" "))
     if data:
-        yield _parse(upstream, b"\n".join(data))
+        yield _parse(upstream, data)
 
 
-def _parse(upstream, data):
+def _parse(upstream, lines):
+    data = lines[0] if len(lines) == 1 else b"\n".join(lines)
     if data == b"[DONE]":
-        return "[DONE]"
+        return "[DONE]", None
     try:
         event = strict_json(data)
     except ValueError:
         event = None
     if not isinstance(event, dict):
         raise BadGateway(upstream.name, f"{upstream.name} sent an event that is no JSON object")
-    return event
+    # A carriage return ends a line for the client's parser too; a BOM or UTF-16 is no UTF-8.
+    sendable = len(lines) == 1 and data[:1] == b"{" and b"\r" not in data
+    return event, data if sendable else None
 
 
 class Reader:

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from gateway_process import run_gateway
-from support import GATEWAY_KEY, assert_envelope, auth, chat_url
+from support import GATEWAY_KEY, assert_envelope, auth, chat_url, create_url
 
 TEXT = " ".join(f"w{i}" for i in range(5))
 
@@ -67,6 +67,33 @@ def test_a_responses_api_provider_streams_its_own_events_with_provider_stamped(g
                 upstream.response_id, "groq")  # the provider's id, kept
     stored = gateway.get(f"/v1/responses/{upstream.response_id}", headers=auth()).get_json()
     assert (stored["status"], stored["provider"]) == ("completed", "groq")
+
+
+def test_a_passed_through_event_goes_out_as_the_provider_sent_it(client, upstream):
+    """Its bytes, as they came (no re-encoding); only an event that carries the Response
+    changes (provider stamped); a type with a line break cannot add lines of its own."""
+    created = {"id": "resp_bytes", "object": "response", "status": "in_progress",
+               "model": "m", "output": []}
+    delta = '{"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_1",' \
+            '"output_index":0,"content_index":0,"delta":"h\u00e9 \\" ","x-new":[1.50]}'
+    odd = '{"type":"x\\ndata: {}","sequence_number":2}'
+    done = {**created, "status": "completed"}
+    first = json.dumps({"type": "response.created", "sequence_number": 0, "response": created})
+    last = json.dumps({"type": "response.completed", "sequence_number": 3, "response": done})
+    body = (f"event: response.created\ndata: {first}\n\n"
+            f"event: response.output_text.delta\ndata:{delta}\n\n"
+            f"data: {odd}\n\ndata: {last}\n\n")
+    upstream.post(create_url("groq"), content_type="text/event-stream", body=body)
+
+    resp = client.post("/v1/responses", headers=auth(), json={
+        "model": "groq/m", "input": "x", "stream": True})
+
+    blocks = resp.get_data().split(b"\n\n")
+    assert blocks[1] == b"event: response.output_text.delta\ndata: " + delta.encode()
+    assert blocks[2] == b"data: " + odd.encode()  # no event: line for a type that breaks one
+    first, last = (json.loads(b.split(b"data: ", 1)[1]) for b in (blocks[0], blocks[3]))
+    assert (first["response"]["provider"], last["response"]["provider"]) == ("groq", "groq")
+    assert blocks[0].startswith(b"event: response.created\ndata: ")
 
 
 @pytest.mark.parametrize("model", ["anthropic/cut-3-0", "groq/cut-3-0", "gemini/fail-3-0",
