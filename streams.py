@@ -178,7 +178,7 @@ def translated(generation, provider, store, owner=None, kept=NOTHING_KEPT):
     writer, response_id = EventWriter(), generation.response_id
     started = contract_response({**generation.queued(), "status": "in_progress"},
                                 response_id, provider)
-    _keep(store, response_id, provider, started, owner, kept)
+    _record(store, response_id, provider, started, owner, kept)
     yield from writer.start(started)
     try:
         for changes in generation.changes():
@@ -193,7 +193,7 @@ def translated(generation, provider, store, owner=None, kept=NOTHING_KEPT):
         _keep(store, response_id, provider, failed, owner)
         yield writer.error(**run_error(exc))
         return
-    yield from writer.finish(_ended(store, _keep(store, response_id, provider, final, owner),
+    yield from writer.finish(_ended(store, _record(store, response_id, provider, final, owner),
                                     kept))
 
 
@@ -251,6 +251,12 @@ def _keep(store, response_id, provider, response, owner, kept=NOTHING_KEPT, stri
     except BadGateway as exc:
         log.warning("streamed response %s at %s was not stored: %s", response_id, provider, exc)
         return response
+    return _record(store, response_id, provider, response, owner, kept, strict)
+
+
+def _record(store, response_id, provider, response, owner, kept=NOTHING_KEPT, strict=False):
+    """_keep() for a response already in the contract's shape (contract_response): a
+    marshmallow load is the costliest step of a short stream's start and end."""
     if store is None:
         return response
     try:
