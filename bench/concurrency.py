@@ -160,8 +160,9 @@ def store_writes(url, count=100):
     return {"write_p50": pct(took, 0.5), "write_p99": pct(took, 0.99)}
 
 
-def gateway(upstream_port, store_dir, flags="", **env):
-    """The gateway as the Procfile starts it, with `env` and gunicorn `flags` added."""
+def gateway(upstream_port, store_dir, flags="", root=ROOT, **env):
+    """The gateway (from the checkout at `root`) as the Procfile starts it, with `env` and
+    gunicorn `flags` added."""
     port = free_port()
     full = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
             "GATEWAY_API_KEYS": KEY, "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} {flags}",
@@ -170,7 +171,7 @@ def gateway(upstream_port, store_dir, flags="", **env):
             "ANTHROPIC_API_KEY": "sk-bench",
             "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1", **env}
     log = open(f"{store_dir}/gateway-{port}.log", "w")  # kept: what failed, if a row fails
-    proc = start(["gunicorn", "app:create_app()"], port, cwd=ROOT, env=full, stdout=log,
+    proc = start(["gunicorn", "app:create_app()"], port, cwd=root, env=full, stdout=log,
                  stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 

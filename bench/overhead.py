@@ -11,7 +11,9 @@ of their own) open their streams over 2 s. Every row runs in every round, in tur
 median row: CPU seconds per 1,000 deltas of the server's whole tree, first-delta p99
 over direct, completed streams, peak PSS.
 
-Usage: python bench/overhead.py [--rounds 2] [--sizes 1000,2000]
+With --before PATH, the gateway from another checkout gets the same streams, interleaved.
+
+Usage: python bench/overhead.py [--rounds 2] [--sizes 1000,2000] [--before CHECKOUT]
 Writes docs/benchmarks-overhead.md and .json. Not a test; never runs in CI.
 """
 
@@ -49,6 +51,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sizes", default="1000,2000")
+    parser.add_argument("--before", help="another checkout whose gateway streams too")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-overhead-")
     up_port = free_port()
@@ -56,15 +59,20 @@ def main():
                       str(DELTAS), str(INTERVAL)], up_port)
     up_url = f"http://127.0.0.1:{up_port}"
     (relay_proc, relay_url), (gw_proc, gw_url) = relay(up_url), gateway(up_port, tmp)
+    gateways = {"gateway": (gw_proc, gw_url)}
+    if args.before:
+        gateways["gateway before"] = gateway(up_port, tmp, root=Path(args.before))
+    translated = {**RESPONSES, "model": "anthropic/bench"}
+    passed = {**RESPONSES, "model": "groq/bench"}
     rows = {
         "direct, Chat": (None, up_url, "/v1/chat/completions", CHAT),
         "barest relay, Chat": (relay_proc, relay_url, "/v1/chat/completions", CHAT),
-        "gateway, translated": (gw_proc, gw_url, "/v1/responses",
-                                {**RESPONSES, "model": "anthropic/bench"}),
+        **{f"{name}, translated": (proc, url, "/v1/responses", translated)
+           for name, (proc, url) in gateways.items()},
         "direct, Responses": (None, up_url, "/v1/responses", RESPONSES),
         "barest relay, Responses": (relay_proc, relay_url, "/v1/responses", RESPONSES),
-        "gateway, passed through": (gw_proc, gw_url, "/v1/responses",
-                                    {**RESPONSES, "model": "groq/bench"}),
+        **{f"{name}, passed through": (proc, url, "/v1/responses", passed)
+           for name, (proc, url) in gateways.items()},
     }
     results = {}
     try:
@@ -76,7 +84,7 @@ def main():
                           flush=True)
                     results.setdefault(f"{size}|{name}", []).append(row)
     finally:
-        for proc in (relay_proc, gw_proc, upstream):
+        for proc in (relay_proc, *(proc for proc, _ in gateways.values()), upstream):
             stop(proc)
     report(results, args)
 
@@ -85,7 +93,8 @@ def report(results, args):
     med = {key: {field: statistics.median(r[field] for r in rows) for field in rows[0]}
            for key, rows in results.items()}
     lines = ["# The gateway's own cost on a stream, against the barest relay",
-             "", f"`python bench/overhead.py --rounds {args.rounds} --sizes {args.sizes}` "
+             "", f"`python bench/overhead.py --rounds {args.rounds} --sizes {args.sizes}"
+             f"{' --before CHECKOUT' if args.before else ''}` "
              "(see its docstring for the set-up); medians of the rounds, interleaved.", "",
              "| streams | row | completed | first delta p99 over direct | CPU s per 1,000 "
              "deltas | peak PSS |", "| --- | --- | --- | --- | --- | --- |"]
