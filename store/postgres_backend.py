@@ -346,6 +346,7 @@ class PostgresStore:
         try:
             self._upgrade()
             db = self._take()
+            self._answered = time.monotonic()  # upgraded and connected: it answers
             answer = call(db)
             self._answered = time.monotonic()
             return answer
