@@ -71,6 +71,7 @@ def create_app(test_config=None):
     app.after_request(echo_request_id)
     app.after_request(say_dropped)
     app.after_request(count_request)
+    app.teardown_request(request_body.give_back)
     app.register_blueprint(bp)
     app.add_url_rule("/healthz", view_func=healthz)
     app.add_url_rule("/openapi.json", view_func=openapi_json)

@@ -29,6 +29,11 @@ DEFAULT_BODY_TIMEOUT = 20.0  # seconds for a request body to arrive whole (16 Mi
 # 100,000 hold a worker under half a second; a long agent conversation with its tools
 # holds tens of thousands.
 DEFAULT_MAX_BODY_VALUES = 100_000
+# Bytes of request bodies over a MiB a worker holds at once, from reading one to the end of
+# its request: one costs about six times its size while parsed and encoded again (16 MiB of
+# Chinese text: 90 MB). Two of the largest at once: 8 sent together grew a worker by 165 MB
+# and held its other requests 0.66 s at most (64 MiB: 238 MB and 1.2 s).
+DEFAULT_BODIES_IN_FLIGHT = 32 * 1024 * 1024
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_POOL_SIZE = 10  # PostgreSQL connections a worker holds at most
 DEFAULT_WEBHOOK_MAX_AGE = 72 * 3600  # seconds a webhook event is retried for
@@ -68,6 +73,7 @@ class Settings:
     max_content_length: int  # larger request bodies get a 413
     body_timeout: float  # a body that takes longer to arrive gets a 408
     max_body_values: int  # a body with more JSON values gets a 400
+    bodies_in_flight: int  # bytes of large bodies a worker holds at once; more wait
     conversations: Limits  # how much a conversation holds, and one request may add
     metrics_need_key: bool  # METRICS_AUTH=required: /metrics asks for a gateway key
     metrics_dir: str | None  # PROMETHEUS_MULTIPROC_DIR: add up every worker's metrics
@@ -129,6 +135,8 @@ class Settings:
             max_content_length=body_limit,
             body_timeout=_positive_number(env, "BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT),
             max_body_values=_max_body_values(env),
+            bodies_in_flight=int(_positive_number(env, "BODIES_IN_FLIGHT",
+                                                  DEFAULT_BODIES_IN_FLIGHT)),
             metrics_need_key=metrics_auth == "required",
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             conversations=Limits(

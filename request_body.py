@@ -9,12 +9,19 @@ would hold a worker's CPU for seconds and take gigabytes, and eight million numb
 take two seconds to parse and encode again for the provider. A body
 refused for size or time is not read further: the connection stops reading
 (gunicorn would otherwise drain what is left of it) and closes after the answer.
+
+A body over a MiB costs its worker about six times its size while it is read,
+parsed and encoded again for the provider, so a worker holds at most
+BODIES_IN_FLIGHT bytes of such bodies at once: the next waits, its bytes still in
+the client's socket, and gets a 503 if none are given back within BODY_TIMEOUT.
 """
 
+import os
 import socket
+import threading
 import time
 
-from flask import request
+from flask import g, request
 
 from envelope import ApiError, invalid
 from providers.upstream import NestedTooDeep, strict_json
@@ -29,7 +36,7 @@ LARGE = 1024 * 1024
 def json_object(limits):
     """The request body as a JSON object within `limits` (Settings), or the envelope
     that says why not."""
-    data = read(limits.max_content_length, limits.body_timeout)
+    data = read(limits.max_content_length, limits.body_timeout, limits.bodies_in_flight)
     containers = check_size(data, limits.max_body_values)
     if len(data) > LARGE:
         time.sleep(0)  # let the worker's other requests run: counting and parsing hold it
@@ -48,11 +55,15 @@ def json_object(limits):
     return body
 
 
-def read(limit, seconds):
-    """The whole body, at most `limit` bytes, within `seconds` of starting to read it."""
+def read(limit, seconds, in_flight):
+    """The whole body, at most `limit` bytes, within `seconds` of starting to read it; a
+    large one once its worker holds fewer than `in_flight` bytes of large bodies."""
     refuse_declared(limit)
     stream, sock = request.environ["wsgi.input"], request.environ.get("gunicorn.socket")
     deadline = time.monotonic() + seconds
+    declared = request.content_length
+    if declared is not None and declared > LARGE:
+        hold(declared, in_flight, seconds)
     chunks, size = [], 0
     previous = sock.gettimeout() if sock is not None else None
     try:
@@ -70,6 +81,8 @@ def read(limit, seconds):
             size += len(chunk)
             if size > limit:
                 raise stop_reading(413, f"request body is over {limit} bytes")
+            if size > LARGE and "body_held" not in g:  # chunked: its size is not known yet
+                hold(limit, in_flight, deadline - time.monotonic())
             chunks.append(chunk)
     finally:
         if sock is not None:
@@ -83,7 +96,54 @@ def refuse_declared(limit):
         raise stop_reading(413, f"request body is over {limit} bytes")
 
 
-def stop_reading(status, message):
+def hold(size, in_flight, seconds):
+    """Hold `size` bytes of this worker's BODIES_IN_FLIGHT for this request (given back
+    when it ends: give_back), waiting up to `seconds`; else the 503 that says so."""
+    if not BODIES.take(size, in_flight, seconds):
+        raise stop_reading(503, "the gateway holds as many large request bodies as it can; "
+                           "retry", type="provider_error", code="gateway_busy",
+                           headers={"Retry-After": "1"})
+    g.body_held = size
+
+
+def give_back(exc=None):
+    """Give back what hold() took for this request (a teardown_request function)."""
+    size = g.pop("body_held", 0)
+    if size:
+        BODIES.give_back(size)
+
+
+class Bodies:
+    """The bytes of large bodies a worker holds; one body alone always fits."""
+
+    def __init__(self):
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)  # each worker counts its own
+
+    def reset(self):
+        self.held, self._changed = 0, threading.Condition()
+
+    def take(self, size, most, seconds):
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while self.held and self.held + size > most:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            self.held += size
+            return True
+
+    def give_back(self, size):
+        with self._changed:
+            self.held -= size
+            self._changed.notify_all()
+
+
+BODIES = Bodies()
+
+
+def stop_reading(status, message, type="invalid_request_error", **fields):
     """The envelope for a body refused part way: the connection reads no more of it, so
     the server neither waits for the rest nor drains it, and closes after the answer."""
     sock = request.environ.get("gunicorn.socket")
@@ -92,7 +152,7 @@ def stop_reading(status, message):
             sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass  # the client is gone already
-    return ApiError(status, "invalid_request_error", message)
+    return ApiError(status, type, message, **fields)
 
 
 def check_size(data, most):

@@ -161,3 +161,33 @@ def test_the_largest_body_in_any_shape_is_answered_while_the_worker_serves_other
         assert resp.json()["error"]["type"] == "invalid_request_error"
     assert checks.failures == [] and checks.answered >= 3
     assert checks.peak - checks.start_rss < 512 * 1024 * 1024
+
+
+def test_a_burst_of_the_largest_bodies_is_held_a_few_at_a_time(provider, tmp_path):
+    """Eight 16 MiB bodies of Chinese text at once (each 90 MB of its worker's memory while
+    it is parsed and encoded again), at a worker that holds one at a time: each answered
+    (the provider's answer, or a 503 envelope to retry), the health checks beside them
+    answered, and the memory that of one body, not eight (unbounded: 390 MB)."""
+    text = "汉字".encode()
+    data = b'{"model": "openai/m", "input": "' + text * (LIMIT // len(text) - 20) + b'"}'
+    answers = []
+
+    def send(url):
+        resp = requests.post(f"{url}/v1/responses", data=data, timeout=60, headers={
+            "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        answers.append((resp.status_code, resp.json()))
+
+    one_at_a_time = {**env(provider, BODIES_IN_FLIGHT=str(LIMIT + 1024)), "BODY_TIMEOUT": "20"}
+    with run_gateway(tmp_path, **one_at_a_time) as gw, HealthChecks(gw) as checks:
+        senders = [threading.Thread(target=send, args=(gw.url,)) for _ in range(8)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+
+    assert len(answers) == 8
+    for status, body in answers:
+        assert status == 200 or (status, body["error"]["code"]) == (503, "gateway_busy")
+    assert sum(status == 200 for status, _ in answers) >= 2
+    assert checks.failures == [] and checks.answered >= 3
+    assert checks.peak - checks.start_rss < 250 * 1024 * 1024

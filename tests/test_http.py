@@ -2,6 +2,8 @@
 
 import json
 import re
+import threading
+import time
 
 import pytest
 
@@ -199,3 +201,42 @@ def test_the_bound_on_values_is_a_setting(make_client, upstream, name):
     error = assert_envelope(client.post("/v1/responses", headers=AUTH, json=body), 400,
                             "invalid_request_error")
     assert "more than 12 JSON values" in error["message"]
+
+
+def test_a_body_alone_always_fits_and_the_next_waits_for_bytes_given_back():
+    from request_body import Bodies
+
+    bodies = Bodies()
+    assert bodies.take(50, 10, seconds=0)  # larger than the bound, but alone
+    assert not bodies.take(1, 10, seconds=0.05)  # nothing given back in time
+    threading.Timer(0.1, bodies.give_back, [50]).start()
+    started = time.monotonic()
+    assert bodies.take(8, 10, seconds=5)  # given its share once the first gave back
+    assert 0.05 < time.monotonic() - started < 4 and bodies.held == 8
+
+
+LARGE_BODY = {"model": "openai/m", "input": "x" * (2 * 1024 * 1024)}
+
+
+def test_a_large_body_past_what_its_worker_holds_waits_then_gets_a_503(make_client, upstream):
+    """A worker holds BODIES_IN_FLIGHT bytes of large bodies; the next waits up to
+    BODY_TIMEOUT, then is told to retry; a request gives back what it held when it ends,
+    whether it succeeded or failed."""
+    from request_body import BODIES
+
+    client = make_client(BODIES_IN_FLIGHT=str(3 * 1024 * 1024), BODY_TIMEOUT="0.3")
+    upstream.post(create_url("openai"), json=upstream_response("resp_big", status="completed"))
+    assert BODIES.take(2 * 1024 * 1024, 10**9, seconds=0)  # another request's body
+    try:
+        resp = client.post("/v1/responses", headers=AUTH, json=LARGE_BODY)
+        error = assert_envelope(resp, 503, "provider_error", code="gateway_busy")
+        assert resp.headers["Retry-After"] == "1" and "retry" in error["message"]
+        assert len(upstream.calls) == 0  # never read, never sent
+    finally:
+        BODIES.give_back(2 * 1024 * 1024)
+
+    assert client.post("/v1/responses", headers=AUTH, json=LARGE_BODY).status_code == 200
+    refused = client.post("/v1/responses", headers=AUTH, content_type="application/json",
+                          data='{"model": "openai/m", "input": [' + "1," * 600_000 + "1]}")
+    assert refused.status_code == 400
+    assert BODIES.held == 0  # both gave back what they held
