@@ -2,8 +2,9 @@
 
 One gunicorn worker as the Procfile starts it; a client asks /healthz every 20 ms while
 another sends one 16 MiB body (or the costliest one within MAX_BODY_VALUES) in a shape that
-costs a parser most. Per shape: the answer, its time, the slowest health check beside it,
-and how much the worker's memory grew. Rounds interleave the shapes; medians are reported.
+costs a parser most, or sixteen such bodies at once (a burst). Per row: the answers, the
+time to the last, the slowest health check beside them, and how much the worker's memory
+grew. Rounds interleave the shapes; medians are reported.
 With --before PATH, a gateway from another checkout gets the same bodies, interleaved.
 
     python bench/large_bodies.py [--rounds 3] [--before CHECKOUT]
@@ -41,6 +42,8 @@ SHAPES = {
     "100,000 floats (the most allowed)": META + b",".join(
         [b"1.2345678901234567e300"] * 99_990) + b"]}",
 }
+BURST = 16  # bodies of Chinese text sent at once, the last row
+
 
 
 def rss(pid):
@@ -50,8 +53,9 @@ def rss(pid):
     return 0
 
 
-def one(url, pid, data):
-    """(status, seconds to answer, slowest health check, memory growth) for one body."""
+def one(url, pid, data, copies=1):
+    """(statuses, seconds to the last answer, slowest health check, memory growth) for
+    `copies` of a body sent at once."""
     slowest, peak, start_rss = [0.0], [rss(pid)], rss(pid)
     stop = threading.Event()
 
@@ -70,14 +74,22 @@ def one(url, pid, data):
     thread = threading.Thread(target=checks)
     thread.start()
     time.sleep(0.3)
-    started = time.monotonic()
-    resp = requests.post(f"{url}/v1/responses", data=data, timeout=120, headers={
-        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    started, statuses = time.monotonic(), []
+
+    def send():
+        statuses.append(requests.post(f"{url}/v1/responses", data=data, timeout=120, headers={
+            "Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}).status_code)
+
+    senders = [threading.Thread(target=send) for _ in range(copies)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
     took = time.monotonic() - started
     time.sleep(0.3)
     stop.set()
     thread.join()
-    return resp.status_code, took, slowest[0], peak[0] - start_rss
+    return "/".join(str(s) for s in sorted(set(statuses))), took, slowest[0], peak[0] - start_rss
 
 
 def main():
@@ -86,15 +98,17 @@ def main():
     parser.add_argument("--before", help="another checkout whose gateway gets every body too")
     args = parser.parse_args()
     checkouts = {"now": ROOT, **({"before": Path(args.before)} if args.before else {})}
-    rows = {(name, shape): [] for name in checkouts for shape in SHAPES}
+    bodies = {shape: (data, 1) for shape, data in SHAPES.items()}
+    bodies[f"{BURST} strings of Chinese at once"] = (SHAPES["one string of Chinese"], BURST)
+    rows = {(name, shape): [] for name in checkouts for shape in bodies}
     with ExitStack() as stack:
         upstream = stack.enter_context(provider())
         gateways = {name: stack.enter_context(gateway(root, upstream))
                     for name, root in checkouts.items()}
         for round_ in range(args.rounds):
-            for shape, data in SHAPES.items():
+            for shape, (data, copies) in bodies.items():
                 for name, (url, pid) in gateways.items():
-                    rows[name, shape].append(one(url, pid, data))
+                    rows[name, shape].append(one(url, pid, data, copies))
                     print(round_, name, shape, rows[name, shape][-1], flush=True)
     lines = [
         "# The largest request bodies: how long a worker is held",
@@ -109,7 +123,7 @@ def main():
         "|---|---|---:|---:|---:|---:|",
     ]
     for (name, shape), results in rows.items():
-        status = "/".join(sorted({str(r[0]) for r in results}))
+        status = "/".join(sorted({s for r in results for s in r[0].split("/")}))
         took, slowest, grown = (statistics.median(r[i] for r in results) for i in (1, 2, 3))
         lines.append(f"| {name} | {shape} | {status} | {took:.2f} s | {slowest:.2f} s | "
                      f"{grown / 2**20:.0f} MB |")
