@@ -60,10 +60,10 @@ def read(limit, seconds, in_flight):
     large one once its worker holds fewer than `in_flight` bytes of large bodies."""
     refuse_declared(limit)
     stream, sock = request.environ["wsgi.input"], request.environ.get("gunicorn.socket")
-    deadline = time.monotonic() + seconds
     declared = request.content_length
     if declared is not None and declared > LARGE:
         hold(declared, in_flight, seconds)
+    deadline = time.monotonic() + seconds  # a wait for a share is not the client's time
     chunks, size = [], 0
     previous = sock.gettimeout() if sock is not None else None
     try:
@@ -82,7 +82,9 @@ def read(limit, seconds, in_flight):
             if size > limit:
                 raise stop_reading(413, f"request body is over {limit} bytes")
             if size > LARGE and "body_held" not in g:  # chunked: its size is not known yet
-                hold(limit, in_flight, deadline - time.monotonic())
+                waited = time.monotonic()
+                hold(limit, in_flight, seconds)
+                deadline += time.monotonic() - waited
             chunks.append(chunk)
     finally:
         if sock is not None:

@@ -1,5 +1,6 @@
 """HTTP edges: unknown routes, wrong methods, crashes, odd bodies, request ids."""
 
+import io
 import json
 import re
 import threading
@@ -240,3 +241,30 @@ def test_a_large_body_past_what_its_worker_holds_waits_then_gets_a_503(make_clie
                           data='{"model": "openai/m", "input": [' + "1," * 600_000 + "1]}")
     assert refused.status_code == 400
     assert BODIES.held == 0  # both gave back what they held
+
+
+class Trickle(io.BytesIO):
+    """A body that arrives a read at a time, 10 ms apart."""
+
+    def read(self, size=-1):
+        time.sleep(0.01)
+        return super().read(size)
+
+
+def test_the_wait_for_a_share_is_not_counted_against_the_body_s_own_time(make_client,
+                                                                         upstream):
+    """BODY_TIMEOUT bounds how long the client takes to send; a body that first waited for
+    its worker's share of BODIES_IN_FLIGHT still has all of it."""
+    from request_body import BODIES
+
+    client = make_client(BODIES_IN_FLIGHT=str(3 * 1024 * 1024), BODY_TIMEOUT="0.6")
+    upstream.post(create_url("openai"), json=upstream_response("resp_big", status="completed"))
+    data = json.dumps(LARGE_BODY).encode()  # 32 reads of 64 KiB: about 0.35 s
+    assert BODIES.take(2 * 1024 * 1024, 10**9, seconds=0)
+    threading.Timer(0.4, BODIES.give_back, [2 * 1024 * 1024]).start()
+
+    resp = client.post("/v1/responses", headers=AUTH, input_stream=Trickle(data),
+                       content_type="application/json", content_length=len(data))
+
+    assert resp.status_code == 200
+    assert BODIES.held == 0
