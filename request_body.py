@@ -101,6 +101,8 @@ def refuse_declared(limit):
 def hold(size, in_flight, seconds):
     """Hold `size` bytes of this worker's BODIES_IN_FLIGHT for this request (given back
     when it ends: give_back), waiting up to `seconds`; else the 503 that says so."""
+    if "body_held" in g:  # read once already: what it holds stays held, not twice
+        return
     if not BODIES.take(size, in_flight, seconds):
         raise stop_reading(503, "the gateway holds as many large request bodies as it can; "
                            "retry", type="provider_error", code="gateway_busy",
