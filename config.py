@@ -31,8 +31,9 @@ DEFAULT_BODY_TIMEOUT = 20.0  # seconds for a request body to arrive whole (16 Mi
 DEFAULT_MAX_BODY_VALUES = 100_000
 # Bytes of request bodies over a MiB a worker holds at once, from reading one to the end of
 # its request: one costs about six times its size while parsed and encoded again (16 MiB of
-# Chinese text: 90 MB). Two of the largest at once: 8 sent together grew a worker by 165 MB
-# and held its other requests 0.66 s at most (64 MiB: 238 MB and 1.2 s).
+# Chinese text: 90 MB), so two of the largest at once: sixteen sent together grew a worker
+# by 119 MB and held its other requests 0.54 s, against 592 MB and 3 s unbounded
+# (docs/benchmarks-large-bodies.md); twice this held them 1.2 s.
 DEFAULT_BODIES_IN_FLIGHT = 32 * 1024 * 1024
 DEFAULT_STORE_URL = "sqlite:///gateway.sqlite3"  # a file in the working directory
 DEFAULT_POOL_SIZE = 10  # PostgreSQL connections a worker holds at most
