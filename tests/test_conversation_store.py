@@ -1,13 +1,13 @@
 """The store's conversations, checked against both backends: SQLite in a temp dir and a
 real redis-server on 127.0.0.1 (the fixtures of test_store.py)."""
 
-import multiprocessing
 import time
 import uuid
 
 import pytest
 
 from gateway_process import free_port
+from racers import append_turns, in_processes
 from store import ConversationFull, StoreError, open_store
 from test_store import store, store_url  # noqa: F401 (fixtures)
 
@@ -103,27 +103,13 @@ def test_a_conversation_expires_after_its_last_change(store_url):
     assert store.conversations.get(kept) is None and store.conversations.item(kept, "msg_x") is None
 
 
-def _turns(url, cid, worker, turns, done):
-    store = open_store(url, ttl=3600)  # each process opens its own, as workers do
-    for n in range(turns):
-        store.conversations.append_turn(cid, f"resp_{worker}_{n}", [
-            message(f"{worker}-{n}-{part}") for part in range(5)])
-    done.put(worker)
-
-
 def test_turns_from_processes_at_once_are_all_kept_whole_and_once(store, store_url):
     """Four processes append 25 turns of 5 items each to one conversation: 500 items, no
     item lost or doubled, and each turn's items together, in order."""
     cid = new_conversation()
     store.conversations.create(cid, None, {}, [])
-    context = multiprocessing.get_context("fork")
-    done = context.Queue()
-    procs = [context.Process(target=_turns, args=(store_url, cid, w, 25, done)) for w in range(4)]
-    for proc in procs:
-        proc.start()
-    assert sorted(done.get(timeout=60) for _ in procs) == [0, 1, 2, 3]
-    for proc in procs:
-        proc.join(timeout=60)
+    done = in_processes(append_turns, [(store_url, cid, worker, 25) for worker in range(4)])
+    assert sorted(done) == [0, 1, 2, 3]
 
     items, _ = store.conversations.items(cid, None, "asc")
     names = texts(items)

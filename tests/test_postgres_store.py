@@ -3,7 +3,6 @@ others): its schema made and upgraded in place, a database that goes away and co
 processes opening one database at once."""
 
 import json
-import multiprocessing
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +10,7 @@ import psycopg
 import pytest
 
 from config import ConfigError, Settings
+from racers import in_processes, open_and_record
 from store import StoreError, open_store, postgres_backend
 from store.postgres_backend import MIGRATIONS
 
@@ -50,26 +50,10 @@ def test_a_database_of_the_first_schema_version_is_upgraded_keeping_what_it_hold
     assert made.count == 1  # what the upgrade added works
 
 
-def _open(url, ready, failures):
-    ready.wait()
-    try:
-        open_store(url, ttl=60).record("resp_p", "groq", {"id": "resp_p", "status": "queued"})
-    except Exception as exc:  # noqa: BLE001 (reported to the test)
-        failures.put(repr(exc))
-
-
 def test_processes_opening_a_new_database_at_once_upgrade_it_once(database_url):
-    context = multiprocessing.get_context("spawn")
-    ready, failures = context.Event(), context.Queue()
-    procs = [context.Process(target=_open, args=(database_url, ready, failures))
-             for _ in range(4)]
-    for proc in procs:
-        proc.start()
-    ready.set()
-    for proc in procs:
-        proc.join(timeout=60)
+    failures = in_processes(open_and_record, [(database_url,)] * 4)
 
-    assert failures.empty(), failures.get()
+    assert failures == [None] * 4
     assert version(database_url) == len(MIGRATIONS)
 
 

@@ -1,7 +1,6 @@
 """The response store's contract, checked against every backend: SQLite in a temp dir, a
 real redis-server and a real PostgreSQL on 127.0.0.1."""
 
-import multiprocessing
 import threading
 import time
 import uuid
@@ -11,6 +10,7 @@ import pytest
 from hypothesis import strategies as st
 
 from gateway_process import free_port
+from racers import in_processes, record_statuses
 from store import StoreError, may_replace, open_store
 from store.sqlite_backend import SCHEMA_VERSION
 
@@ -153,29 +153,13 @@ def test_a_sqlite_file_from_before_runs_and_owners_gains_their_columns(tmp_path)
     assert store.record("mine", "groq", response("mine", "queued"), owner="o").owner == "o"
 
 
-def _race(url, rid, statuses, rounds, results):
-    store = open_store(url, ttl=3600)  # each process opens its own, as gunicorn workers do
-    seen = []
-    for _ in range(rounds):
-        for status in statuses:
-            seen.append(store.record(rid, "openai", response(rid, status)).status)
-    results.put(seen)
-
-
 def test_racing_processes_cannot_undo_a_cancel(store, store_url):
     """One process cancels while three keep writing in_progress: once any write has
     answered 'cancelled', no later answer (nor the final state) is anything else."""
     rid = new_id()
     store.record(rid, "openai", response(rid, "queued"))
-    results = multiprocessing.get_context("fork").Queue()
     writers = [("in_progress",)] * 3 + [("in_progress", "cancelled")]
-    procs = [multiprocessing.get_context("fork").Process(
-        target=_race, args=(store_url, rid, statuses, 100, results)) for statuses in writers]
-    for proc in procs:
-        proc.start()
-    answers = [results.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
+    answers = in_processes(record_statuses, [(store_url, rid, statuses, 100) for statuses in writers])
 
     assert store.get(rid).status == "cancelled"
     for seen in answers:
