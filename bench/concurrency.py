@@ -4,7 +4,9 @@ A provider on 127.0.0.1 (bench/stream_upstream.py, asyncio) streams 20 deltas 0.
 apart, so 10 s a stream, as in the issue that set the goals. 100, 500, 1,000 and 2,000 streaming clients (asyncio, in a
 process of their own) open their streams spread evenly over 2 s, and each records the
 time to its first text delta and whether its stream completed. Rows: the provider
-directly (Chat Completions, Responses API, and Responses API over TLS), this gateway as the Procfile starts it
+directly (Chat Completions, Responses API, and Responses API over TLS), the barest relay
+of the same stack (bench/barest_proxy.py under the gateway's gevent settings: the floor
+each gateway row's CPU is compared with), this gateway as the Procfile starts it
 (gevent) passing a Responses API stream through (groq; also from a provider over TLS)
 and translating a Chat one (anthropic), the gateway under gthread (today's 32 threads a worker, and 1,000), and
 LiteLLM's proxy (1 worker, Chat Completions; with --litellm). Every row runs in every
@@ -101,11 +103,12 @@ def run_streams(url, path, body, count, ca_bundle=None):
     return json.loads(out.stdout)
 
 
-def measure_row(proc, url, path, body, count, writes=False, ca_bundle=None):
+def measure_row(proc, url, path, body, count, writes=None, ca_bundle=None):
     """Stream `count` clients through a server; its peak PSS meanwhile, sampled every 0.5 s
     (a busy server may still be accepting the last streams when the first end, so no one
-    moment has them all). With `writes`, time background creates (a store write each)
-    once every stream should be open."""
+    moment has them all). With `writes` (the CPU seconds they cost the server alone), time
+    background creates (a store write each) once every stream should be open; their CPU
+    is taken out of the row's."""
     cpu = cpu_seconds(tree(proc.pid)) if proc else 0.0
     sample, peak, running = {}, [], threading.Event()
     running.set()
@@ -120,7 +123,7 @@ def measure_row(proc, url, path, body, count, writes=False, ca_bundle=None):
         sample["writes"] = store_writes(url)
 
     threads = [threading.Thread(target=sampler)]
-    threads += [threading.Thread(target=writer)] if writes else []
+    threads += [threading.Thread(target=writer)] if writes is not None else []
     for thread in threads:
         thread.start()
     try:
@@ -131,7 +134,7 @@ def measure_row(proc, url, path, body, count, writes=False, ca_bundle=None):
             thread.join()
     firsts = [f for f, _, _ in results if f is not None]
     completed = sum(done for _, done, _ in results)
-    cpu = (cpu_seconds(tree(proc.pid)) - cpu) if proc else float("nan")
+    cpu = (cpu_seconds(tree(proc.pid)) - cpu - (writes or 0.0)) if proc else float("nan")
     return {"completed": completed, "p50": pct(firsts, 0.5), "p99": pct(firsts, 0.99),
             "gap_p99": pct([g for _, _, g in results], 0.99),
             "pss": max(peak, default=float("nan")),
@@ -139,25 +142,34 @@ def measure_row(proc, url, path, body, count, writes=False, ca_bundle=None):
             **sample.get("writes", {})}
 
 
-def store_writes(url, count=100):
+def store_writes(url, count=100, proc=None):
     """p50/p99 seconds of `count` background creates, 4 at a time: each answers once the
-    store has the run (no provider call before the answer)."""
+    store has the run (no provider call before the answer). Each run streams one delta, so
+    it has ended when the row's streams do. With `proc`, also the CPU seconds of it all
+    (the runs waited for), to take out of a row's."""
     import requests
     from concurrent.futures import ThreadPoolExecutor
+
+    cpu = cpu_seconds(tree(proc.pid)) if proc else 0.0
 
     def create(i):
         started = time.perf_counter()
         try:
             requests.post(f"{url}/v1/responses", timeout=30,
                           headers={"Authorization": f"Bearer {KEY}"},
-                          json={"model": "anthropic/bench", "input": f"w{i}", "background": True})
+                          json={"model": "anthropic/deltas-1", "input": f"w{i}",
+                                "background": True})
         except requests.RequestException:
             return float("inf")  # not answered: the server had no room for it
         return time.perf_counter() - started
 
     with ThreadPoolExecutor(4) as pool:
         took = list(pool.map(create, range(count)))
-    return {"write_p50": pct(took, 0.5), "write_p99": pct(took, 0.99)}
+    measured = {"write_p50": pct(took, 0.5), "write_p99": pct(took, 0.99)}
+    if proc:
+        time.sleep(4 * INTERVAL)  # the last runs end (one delta, INTERVAL after they start)
+        measured["cpu"] = cpu_seconds(tree(proc.pid)) - cpu
+    return measured
 
 
 def gateway(upstream_port, store_dir, flags="", root=ROOT, **env):
@@ -173,6 +185,18 @@ def gateway(upstream_port, store_dir, flags="", root=ROOT, **env):
     log = open(f"{store_dir}/gateway-{port}.log", "w")  # kept: what failed, if a row fails
     proc = start(["gunicorn", "app:create_app()"], port, cwd=root, env=full, stdout=log,
                  stderr=subprocess.STDOUT)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def relay(upstream_url):
+    """The barest relay under the gateway's gevent settings."""
+    port = free_port()
+    env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
+           "GATEWAY_API_KEYS": KEY, "OPENAI_API_KEY": "sk-bench",
+           "OPENAI_BASE_URL": f"{upstream_url}/v1", "STREAM_BASE_URL": f"{upstream_url}/v1"}
+    proc = start(["gunicorn", "--worker-class", "gevent", "--workers", "2",
+                  "--worker-connections", "4000", "--keep-alive", "5", "--bind",
+                  f"127.0.0.1:{port}", "barest_proxy:app"], port, cwd=BENCH, env=env)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -279,6 +303,9 @@ def measure_runs(gateway_url, upstream_url, count):
             "close_lag_p99": pct(lags, 0.99), "close_lag_max": max(lags, default=float("nan"))}
 
 
+FLOORS = ("direct", "barest relay")  # the rows every other row is compared with
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -287,7 +314,7 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--only", default="", help="rows whose name holds this text, and "
-                        "the direct ones (a quick look; the published run has every row)")
+                        "the direct and relay ones (a quick look; the published run has every row)")
     parser.add_argument("--no-runs", action="store_true", help="skip the gateway-runs part")
     parser.add_argument("--runs-only", action="store_true",
                         help="measure the gateway-runs part again, into OUT's saved streams")
@@ -316,7 +343,7 @@ def main():
                          tls_port)
     chat = {"model": "bench", "messages": [{"role": "user", "content": "x"}], "stream": True}
     responses = {"model": "bench", "input": "x", "stream": True}
-    servers = {"gateway": gateway(up_port, tmp),
+    servers = {"relay": relay(up_url), "gateway": gateway(up_port, tmp),
                "gateway tls": gateway(up_port, tmp, REQUESTS_CA_BUNDLE=bundle,
                                       GROQ_BASE_URL=f"https://127.0.0.1:{tls_port}/v1"),
                "gthread 32": gateway(up_port, tmp, WORKER_CLASS="gthread"),
@@ -329,6 +356,9 @@ def main():
         "direct, Responses API": (None, up_url, "/v1/responses", responses),
         "direct, Responses API over TLS": (None, f"https://127.0.0.1:{tls_port}",
                                            "/v1/responses", responses),
+        "barest relay (gevent), Chat Completions": (*servers["relay"], "/v1/chat/completions",
+                                                    chat),
+        "barest relay (gevent), Responses API": (*servers["relay"], "/v1/responses", responses),
         "gateway (gevent), passed through": (*servers["gateway"], "/v1/responses",
                                              {**responses, "model": "groq/bench"}),
         "gateway (gevent), passed through, provider over TLS": (
@@ -344,16 +374,21 @@ def main():
     if args.litellm:
         rows["LiteLLM proxy (1 worker), Chat Completions"] = (
             *servers["litellm"], "/v1/chat/completions", chat)
-    rows = {n: r for n, r in rows.items() if args.only in n or n.startswith("direct")}
+    rows = {n: r for n, r in rows.items() if args.only in n or n.startswith(FLOORS)}
     measured = {size: {name: [] for name in rows} for size in sizes}
     run_rounds, idle_writes = [], []
     try:
         for round_ in range(args.rounds):
-            idle_writes.append(store_writes(servers["gateway"][1]))
+            # What the store-write probes cost each gateway alone, to take out of its rows.
+            probes = {proc.pid: store_writes(url, proc=proc)
+                      for name, (proc, url) in servers.items()
+                      if name.startswith(("gateway", "gthread"))}
+            idle_writes.append(probes[servers["gateway"][0].pid])
             for size in sizes:
                 for name, (proc, url, path, body) in rows.items():
-                    result = measure_row(proc, url, path, body, size,
-                                         writes=name.startswith("gateway"), ca_bundle=bundle)
+                    probe = probes[proc.pid]["cpu"] if name.startswith("gateway") else None
+                    result = measure_row(proc, url, path, body, size, writes=probe,
+                                         ca_bundle=bundle)
                     measured[size][name].append(result)
                     print(f"round {round_ + 1}, {size} streams, {name}: {result}", flush=True)
                     time.sleep(1)
@@ -408,21 +443,30 @@ def report(data, out):
         "over 2 s. Medians of "
         f"{data['rounds']} interleaved rounds. First delta: seconds from connecting to the "
         "first text delta; PSS: the server's whole process tree, its peak while the streams "
-        "run (sampled every 0.5 s); CPU: the server tree's CPU seconds per 1,000 deltas.", "",
-        "| streams | row | completed | first delta p50 | p99 | p99 over direct | longest gap between deltas, p99 | PSS | CPU-s / 1k deltas | store write p50 / p99 |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "run (sampled every 0.5 s); CPU: the server tree's CPU seconds per 1,000 deltas "
+        "(in a gateway row, less what its store-write probes cost that gateway alone at the "
+        "round's start), and that against the barest relay's of the same kind of stream.", "",
+        "| streams | row | completed | first delta p50 | p99 | p99 over direct | longest gap between deltas, p99 | PSS | CPU-s / 1k deltas | CPU vs barest relay | store write p50 / p99 |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for size in sizes:
         rows = measured[str(size)] if str(size) in measured else measured[size]
         direct = {"Chat": median(rows["direct, Chat Completions"], "p99"),
                   "Responses": median(rows["direct, Responses API"], "p99"),
                   "TLS": median(rows.get("direct, Responses API over TLS", []), "p99")}
+        floor = {"Chat": median(rows.get("barest relay (gevent), Chat Completions", []),
+                                "cpu_per_1k"),
+                 "Responses": median(rows.get("barest relay (gevent), Responses API", []),
+                                     "cpu_per_1k")}
         for name, results in rows.items():
-            base = direct["TLS"] if "TLS" in name else direct["Responses"] \
-                if "passed through" in name or "Responses" in name else direct["Chat"]
+            kind = "Responses" if "passed through" in name or "Responses" in name else "Chat"
+            base = direct["TLS"] if "TLS" in name else direct[kind]
             p99 = median(results, "p99")
             over = "" if name.startswith("direct") else f"{(p99 - base) * 1000:+.0f} ms"
             pss, cpu = median(results, "pss"), median(results, "cpu_per_1k")
+            # Against the relay of the same kind of stream; it has no TLS row to compare with.
+            ratio = "" if name.startswith(FLOORS) or "TLS" in name or floor[kind] != floor[kind] \
+                else f"{cpu / floor[kind]:.2f}x"
             writes = "" if not any("write_p50" in r for r in results) else (
                 f"{median(results, 'write_p50') * 1000:.0f} / "
                 f"{median(results, 'write_p99') * 1000:.0f} ms")
@@ -431,10 +475,11 @@ def report(data, out):
                 f"{median(results, 'p50'):.3f} s | {p99:.3f} s | {over} | "
                 f"{median(results, 'gap_p99'):.2f} s | "
                 f"{'' if pss != pss else f'{pss / 2**20:.0f} MB'} | "
-                f"{'' if name.startswith('direct') else f'{cpu:.2f}'} | {writes} |")
+                f"{'' if name.startswith('direct') else f'{cpu:.2f}'} | {ratio} | {writes} |")
     idle = data.get("idle_writes")
     if idle:
-        lines += ["", "Store write: a background create at a Chat-only provider, which answers "
+        lines += ["", "Store write: a background create at a Chat-only provider (a run of one "
+                  "delta), which answers "
                   "once the SQLite store holds the queued run; 100 of them, 4 at a time, while "
                   "the row's streams are open. With no stream open, the gevent gateway's: "
                   f"{median(idle, 'write_p50') * 1000:.0f} ms p50, "

@@ -19,7 +19,6 @@ Writes docs/benchmarks-overhead.md and .json. Not a test; never runs in CI.
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -28,23 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from concurrency import DELTAS, INTERVAL, gateway, measure_row  # noqa: E402
-from run import BENCH, KEY, free_port, start, stop  # noqa: E402
+from concurrency import DELTAS, INTERVAL, gateway, measure_row, relay  # noqa: E402
+from run import BENCH, free_port, start, stop  # noqa: E402
 
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "x"}], "stream": True}
 RESPONSES = {"model": "bench", "input": "x", "stream": True}
-
-
-def relay(upstream_url):
-    """The barest relay under the gateway's gevent settings."""
-    port = free_port()
-    env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]),
-           "GATEWAY_API_KEYS": KEY, "OPENAI_API_KEY": "sk-bench",
-           "OPENAI_BASE_URL": f"{upstream_url}/v1", "STREAM_BASE_URL": f"{upstream_url}/v1"}
-    proc = start(["gunicorn", "--worker-class", "gevent", "--workers", "2",
-                  "--worker-connections", "4000", "--keep-alive", "5", "--bind",
-                  f"127.0.0.1:{port}", "barest_proxy:app"], port, cwd=BENCH, env=env)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def main():
