@@ -103,11 +103,11 @@ def run_streams(url, path, body, count, ca_bundle=None):
     return json.loads(out.stdout)
 
 
-def measure_row(proc, url, path, body, count, writes=None, ca_bundle=None):
+def measure_row(proc, url, path, body, count, probes=None, ca_bundle=None):
     """Stream `count` clients through a server; its peak PSS meanwhile, sampled every 0.5 s
     (a busy server may still be accepting the last streams when the first end, so no one
-    moment has them all). With `writes` (the CPU seconds they cost the server alone), time
-    background creates (a store write each) once every stream should be open; their CPU
+    moment has them all). With `probes` (the CPU seconds they cost the server alone), time
+    background creates (a store write each) once every stream should be open; that CPU
     is taken out of the row's."""
     cpu = cpu_seconds(tree(proc.pid)) if proc else 0.0
     sample, peak, running = {}, [], threading.Event()
@@ -123,7 +123,7 @@ def measure_row(proc, url, path, body, count, writes=None, ca_bundle=None):
         sample["writes"] = store_writes(url)
 
     threads = [threading.Thread(target=sampler)]
-    threads += [threading.Thread(target=writer)] if writes is not None else []
+    threads += [threading.Thread(target=writer)] if probes is not None else []
     for thread in threads:
         thread.start()
     try:
@@ -134,7 +134,7 @@ def measure_row(proc, url, path, body, count, writes=None, ca_bundle=None):
             thread.join()
     firsts = [f for f, _, _ in results if f is not None]
     completed = sum(done for _, done, _ in results)
-    cpu = (cpu_seconds(tree(proc.pid)) - cpu - (writes or 0.0)) if proc else float("nan")
+    cpu = (cpu_seconds(tree(proc.pid)) - cpu - (probes or 0.0)) if proc else float("nan")
     return {"completed": completed, "p50": pct(firsts, 0.5), "p99": pct(firsts, 0.99),
             "gap_p99": pct([g for _, _, g in results], 0.99),
             "pss": max(peak, default=float("nan")),
@@ -314,7 +314,8 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--only", default="", help="rows whose name holds this text, and "
-                        "the direct and relay ones (a quick look; the published run has every row)")
+                        "the direct and relay ones (a quick look; the published run has "
+                        "every row)")
     parser.add_argument("--no-runs", action="store_true", help="skip the gateway-runs part")
     parser.add_argument("--runs-only", action="store_true",
                         help="measure the gateway-runs part again, into OUT's saved streams")
@@ -386,8 +387,8 @@ def main():
             idle_writes.append(probes[servers["gateway"][0].pid])
             for size in sizes:
                 for name, (proc, url, path, body) in rows.items():
-                    probe = probes[proc.pid]["cpu"] if name.startswith("gateway") else None
-                    result = measure_row(proc, url, path, body, size, writes=probe,
+                    cost = probes[proc.pid]["cpu"] if name.startswith("gateway") else None
+                    result = measure_row(proc, url, path, body, size, probes=cost,
                                          ca_bundle=bundle)
                     measured[size][name].append(result)
                     print(f"round {round_ + 1}, {size} streams, {name}: {result}", flush=True)
