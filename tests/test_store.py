@@ -159,7 +159,8 @@ def test_racing_processes_cannot_undo_a_cancel(store, store_url):
     rid = new_id()
     store.record(rid, "openai", response(rid, "queued"))
     writers = [("in_progress",)] * 3 + [("in_progress", "cancelled")]
-    answers = in_processes(record_statuses, [(store_url, rid, statuses, 100) for statuses in writers])
+    answers = in_processes(record_statuses,
+                           [(store_url, rid, statuses, 100) for statuses in writers])
 
     assert store.get(rid).status == "cancelled"
     for seen in answers:
