@@ -197,3 +197,12 @@ def _wait_for_redis(url, seconds=10):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def pytest_collection_modifyitems(items):
+    """Where pytest-xdist runs the suite on several processes (pytest.ini), keep each
+    module's tests on one of them, so its gunicorn and fakes start once, and every test
+    marked `burst` on the same one, so no two bursts load the machine at once."""
+    for item in items:
+        group = "burst" if item.get_closest_marker("burst") else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -209,6 +209,7 @@ def test_a_run_whose_workers_are_killed_is_failed_once_the_lease_passes(streamer
     assert lost.output_text  # the output it had is kept
 
 
+@pytest.mark.burst
 def test_200_background_runs_with_50_cancelled_mid_stream(gateway, streamer):
     """Every upstream stream starts exactly once; every cancelled one is closed; none is
     lost, none doubled."""

@@ -163,6 +163,7 @@ def test_the_largest_body_in_any_shape_is_answered_while_the_worker_serves_other
     assert checks.peak - checks.start_rss < 512 * 1024 * 1024
 
 
+@pytest.mark.burst
 def test_a_burst_of_the_largest_bodies_is_held_a_few_at_a_time(provider, tmp_path):
     """Eight 16 MiB bodies of Chinese text at once (each 90 MB of its worker's memory while
     it is parsed and encoded again), at a worker that holds one at a time: each answered

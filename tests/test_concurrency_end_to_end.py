@@ -7,9 +7,12 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from gateway_process import run_gateway
+
+pytestmark = pytest.mark.burst  # pytest.ini: never two at once
 
 GATEWAY_KEY = "gw-many-key-0001"
 RUNS = 500  # gateway runs cancelled at once at a close-delimited provider

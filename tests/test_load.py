@@ -17,6 +17,8 @@ import requests
 
 from gateway_process import run_gateway
 
+pytestmark = pytest.mark.burst  # pytest.ini: never two at once
+
 GATEWAY_KEY = "gw-load-key-0001"
 REQUESTS, CONCURRENCY, ROUNDS = 1000, 32, 3
 GROWTH_ALLOWED = 1.10  # round 3 may use at most 10 % more memory than round 1

@@ -21,6 +21,8 @@ from gateway_process import run_gateway
 from store.postgres_backend import POOL_WAIT
 from test_background_end_to_end import GATEWAY_KEY, poll, running, sdk, worker_pids
 
+pytestmark = pytest.mark.burst  # pytest.ini: never two at once
+
 SECRET = "a-secret-both-hosts-share-0001"
 
 

@@ -63,6 +63,7 @@ def ask(gateway, key, method, path, **kwargs):
                             headers={"Authorization": f"Bearer {key}"}, **kwargs)
 
 
+@pytest.mark.burst
 def test_redis_stopped_and_started_under_load(provider, redis_server, tmp_path):
     with run_gateway(tmp_path, GATEWAY_API_KEYS=f"{A_KEY},{B_KEY}", WEB_CONCURRENCY="2",
                      OPENAI_API_KEY="sk-outage", OPENAI_BASE_URL=provider.base_url,
