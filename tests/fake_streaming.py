@@ -57,7 +57,6 @@ class Stream:
 
 class FakeStreamingProvider(ServedInBackground, ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 4096  # the listen backlog: thousands of streams may open at once
 
     def handle_error(self, request, client_address):
         """Stay quiet when a client hangs up (the tests do so on purpose); print the rest."""
