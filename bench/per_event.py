@@ -1,0 +1,182 @@
+"""Benchmark the CPU one streamed event costs in Python, the gateway's code against the relay's.
+
+In one process, with no network and no server: a provider's chunked stream of
+server-sent events is read from memory one event per socket read (as a stream of
+deltas some time apart arrives), through the same http.client, urllib3 and requests
+objects a real call reads through. Each row consumes it to the end:
+
+- the barest relay (bench/barest_proxy.py): requests' iter_content(None), the bytes
+  passed on as they come;
+- the gateway, passed through: streams.sse() over streams.passthrough(), a Responses
+  API stream (groq's reader), each event parsed, followed and framed;
+- the gateway, translated: streams.sse() over streams.translated(), a Chat Completions
+  stream turned into Responses events.
+
+No store (store: false), under gevent as in gunicorn's worker. What is left out is
+what both pay alike, or what differs only under load: waiting on the socket, the
+greenlet switches between the pump and the request, and gunicorn's write to the
+client. Rows run in turn in every round; figures are medians of the rounds.
+
+Usage: python bench/per_event.py [--rounds 7] [--events 20000] [--out FILE]
+Writes docs/benchmarks-per-event.md. Not a test; never runs in CI.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import types  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import requests  # noqa: E402
+import urllib3  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import streams  # noqa: E402
+from providers.streaming import ChatReader, Generation, ResponsesReader  # noqa: E402
+
+HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n")
+UPSTREAM = types.SimpleNamespace(name="groq", read_timeout=20.0)
+
+
+def responses_events(count):
+    """A Responses API stream of `count` text deltas, as OpenAI frames it."""
+    message = {"id": "msg_1", "type": "message", "role": "assistant",
+               "status": "in_progress", "content": []}
+    events = [{"type": "response.created", "response": {
+                  "id": "resp_1", "object": "response", "created_at": 1,
+                  "status": "in_progress", "model": "bench", "output": []}},
+              {"type": "response.output_item.added", "output_index": 0, "item": message}]
+    events += [{"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "delta": f"w{i} "} for i in range(count)]
+    text = "".join(f"w{i} " for i in range(count))
+    events.append({"type": "response.completed", "response": {
+        "id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
+        "model": "bench", "output": [{**message, "status": "completed", "content": [
+            {"type": "output_text", "text": text, "annotations": []}]}]}})
+    return [b"event: %s\ndata: %s\n\n" % (event["type"].encode(),
+                                          json.dumps({**event, "sequence_number": n}).encode())
+            for n, event in enumerate(events)]
+
+
+def chat_events(count):
+    """A Chat Completions stream of `count` text deltas, then its finish and [DONE]."""
+    def chunk(delta, finish=None):
+        return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                "model": "bench", "choices": [{"index": 0, "delta": delta,
+                                               "finish_reason": finish}]}
+    chunks = [chunk({"content": f"w{i} "}) for i in range(count)] + [chunk({}, "stop")]
+    return [b"data: %s\n\n" % json.dumps(c).encode() for c in chunks] + [b"data: [DONE]\n\n"]
+
+
+class Pieces(io.RawIOBase):
+    """A socket's reads: one piece each, as a stream arrives an event at a time."""
+
+    def __init__(self, pieces):
+        self.pieces, self.rest = iter(pieces), b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        piece = self.rest or next(self.pieces, b"")
+        piece, self.rest = piece[:len(buffer)], piece[len(buffer):]
+        buffer[:len(piece)] = piece
+        return len(piece)
+
+
+class Socket:
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def makefile(self, mode):
+        return io.BufferedReader(Pieces(self.pieces))
+
+
+def opened(events):
+    """A requests Response over `events` as a provider sends them (chunked), open to read."""
+    pieces = [HEAD] + [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
+    answer = http.client.HTTPResponse(Socket(pieces), method="POST")
+    answer.begin()
+    resp = requests.Response()
+    resp.status_code = 200
+    resp.raw = urllib3.HTTPResponse(body=answer, headers=dict(answer.getheaders()), status=200,
+                                    preload_content=False, decode_content=False,
+                                    original_response=answer)
+    return resp
+
+
+def relay(events):
+    for _ in opened(events).iter_content(None):
+        pass
+
+
+def passed_through(events):
+    generation = Generation(UPSTREAM, "responses", None, ResponsesReader(UPSTREAM, "r", "bench"))
+    generation._resp = opened(events)
+    for _ in streams.sse(streams.passthrough(generation, "groq", None), lambda: None):
+        pass
+
+
+def translated(events):
+    generation = Generation(UPSTREAM, "chat/completions", None,
+                            ChatReader(UPSTREAM, "resp_1", "bench"))
+    generation._resp = opened(events)
+    for _ in streams.sse(streams.translated(generation, "anthropic", None), lambda: None):
+        pass
+
+
+ROWS = [("barest relay, a Responses API stream", relay, responses_events),
+        ("barest relay, a Chat Completions stream", relay, chat_events),
+        ("gateway, passed through", passed_through, responses_events),
+        ("gateway, translated", translated, chat_events)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-per-event.md")
+    args = parser.parse_args()
+    streams_of = {make: make(args.events) for _, _, make in ROWS}
+    timings = {name: [] for name, _, _ in ROWS}
+    for _ in range(args.rounds):
+        for name, consume, make in ROWS:
+            started = time.process_time()
+            consume(streams_of[make])
+            timings[name].append((time.process_time() - started) / len(streams_of[make]))
+    rows = "\n".join(f"| {name} | {1e6 * statistics.median(per_event):.1f} |"
+                     for name, per_event in timings.items())
+    args.out.write_text(REPORT.format(events=args.events, rounds=args.rounds, rows=rows,
+                                      when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+    print(rows)
+
+
+REPORT = """# One streamed event's CPU in Python: the gateway's code against the relay's
+
+`python bench/per_event.py --rounds {rounds}` ({when}; the script says what each row
+reads and what it leaves out): one process, no network, no server; a provider's chunked
+stream of {events:,} deltas read from memory one event per socket read, through the same
+http.client, urllib3 and requests objects a real call reads through, under gevent, with no
+store. Medians of {rounds} interleaved rounds.
+
+| row | CPU per event, µs |
+| --- | ---: |
+{rows}
+
+What it tells: [performance.md](performance.md).
+"""
+
+
+if __name__ == "__main__":
+    main()
