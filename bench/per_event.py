@@ -15,9 +15,14 @@ objects a real call reads through. Each row consumes it to the end:
 No store (store: false), under gevent as in gunicorn's worker. What is left out is
 what both pay alike, or what differs only under load: waiting on the socket, the
 greenlet switches between the pump and the request, and gunicorn's write to the
-client. Rows run in turn in every round; figures are medians of the rounds.
+client.
 
-Usage: python bench/per_event.py [--rounds 7] [--events 20000] [--out FILE]
+Then a stream's fixed cost: whole streams of one delta from a provider on 127.0.0.1
+(bench/stream_upstream.py, a process of its own), through each Flask app's test client
+in this process (no gunicorn), the gateway on a SQLite store as it runs. Rows run in
+turn in every round; figures are medians of the rounds.
+
+Usage: python bench/per_event.py [--rounds 7] [--events 20000] [--streams 300] [--out FILE]
 Writes docs/benchmarks-per-event.md. Not a test; never runs in CI.
 """
 
@@ -29,8 +34,10 @@ import argparse  # noqa: E402
 import http.client  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -42,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import streams  # noqa: E402
+from app import create_app  # noqa: E402
+from run import free_port, start, stop  # noqa: E402
 from providers.streaming import ChatReader, Generation, ResponsesReader  # noqa: E402
 
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -142,10 +151,54 @@ ROWS = [("barest relay, a Responses API stream", relay, responses_events),
         ("gateway, translated", translated, chat_events)]
 
 
+def whole_streams(rounds, count):
+    """{row: CPU ms per stream of one delta}, each stream whole through an app's test client."""
+    port = free_port()
+    provider = start([sys.executable, str(ROOT / "bench" / "stream_upstream.py"), str(port),
+                      "1", "0"], port)
+    base = f"http://127.0.0.1:{port}/v1"
+    os.environ.update(OPENAI_BASE_URL=base, STREAM_BASE_URL=base, GATEWAY_API_KEYS="bench",
+                      OPENAI_API_KEY="sk-bench")
+    import barest_proxy  # reads the variables above as it is imported
+
+    store = Path(tempfile.mkdtemp(prefix="bench-store-")) / "gateway.sqlite3"
+    gateway = create_app({"GATEWAY_API_KEYS": "bench", "GROQ_API_KEY": "gsk-bench",
+                          "GROQ_BASE_URL": base, "ANTHROPIC_API_KEY": "sk-ant-bench",
+                          "ANTHROPIC_BASE_URL": base,
+                          "STORE_URL": f"sqlite:///{store}"}).test_client()
+    relay = barest_proxy.app.test_client()
+    chat = {"model": "deltas-1", "messages": [{"role": "user", "content": "x"}],
+            "stream": True}
+    rows = {"barest relay, a Responses API stream": (relay, "/v1/responses",
+                                                     {"model": "deltas-1", "input": "x",
+                                                      "stream": True}),
+            "barest relay, a Chat Completions stream": (relay, "/v1/chat/completions", chat),
+            "gateway, passed through": (gateway, "/v1/responses",
+                                        {"model": "groq/deltas-1", "input": "x",
+                                         "stream": True}),
+            "gateway, translated": (gateway, "/v1/responses",
+                                    {"model": "anthropic/deltas-1", "input": "x",
+                                     "stream": True})}
+    timings = {name: [] for name in rows}
+    try:
+        for _ in range(rounds):
+            for name, (client, path, body) in rows.items():
+                started = time.process_time()
+                for _ in range(count):
+                    answer = client.post(path, json=body,
+                                         headers={"Authorization": "Bearer bench"})
+                    assert answer.status_code == 200 and b"delta" in answer.data, answer.data
+                timings[name].append((time.process_time() - started) / count)
+    finally:
+        stop(provider)
+    return {name: statistics.median(each) for name, each in timings.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--streams", type=int, default=300, help="streams a row, each round")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-per-event.md")
     args = parser.parse_args()
     streams_of = {make: make(args.events) for _, _, make in ROWS}
@@ -157,9 +210,12 @@ def main():
             timings[name].append((time.process_time() - started) / len(streams_of[make]))
     rows = "\n".join(f"| {name} | {1e6 * statistics.median(per_event):.1f} |"
                      for name, per_event in timings.items())
+    per_stream = "\n".join(f"| {name} | {1e3 * cpu:.2f} |"
+                           for name, cpu in whole_streams(args.rounds, args.streams).items())
     args.out.write_text(REPORT.format(events=args.events, rounds=args.rounds, rows=rows,
+                                      streams=args.streams, per_stream=per_stream,
                                       when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
-    print(rows)
+    print(rows, per_stream, sep="\n")
 
 
 REPORT = """# One streamed event's CPU in Python: the gateway's code against the relay's
@@ -173,6 +229,14 @@ store. Medians of {rounds} interleaved rounds.
 | row | CPU per event, µs |
 | --- | ---: |
 {rows}
+
+And whole streams of one delta, {streams} a row in each round, through each app's test client
+in this process (no gunicorn; the provider in a process of its own), the gateway on a SQLite
+store:
+
+| row | CPU per stream, ms |
+| --- | ---: |
+{per_stream}
 
 What it tells: [performance.md](performance.md).
 """
