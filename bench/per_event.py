@@ -1,4 +1,4 @@
-"""Benchmark the CPU one streamed event costs in Python, the gateway's code against the relay's.
+"""Benchmark in one process what the gateway's own code spends on a stream, against the relay's.
 
 In one process, with no network and no server: a provider's chunked stream of
 server-sent events is read from memory one event per socket read (as a stream of
@@ -105,6 +105,8 @@ class Pieces(io.RawIOBase):
 
 
 class Socket:
+    """What http.client reads a response from: a socket's makefile(), over Pieces."""
+
     def __init__(self, pieces):
         self.pieces = pieces
 
@@ -167,18 +169,15 @@ def whole_streams(rounds, count):
                           "ANTHROPIC_BASE_URL": base,
                           "STORE_URL": f"sqlite:///{store}"}).test_client()
     relay = barest_proxy.app.test_client()
+    responses = {"model": "deltas-1", "input": "x", "stream": True}
     chat = {"model": "deltas-1", "messages": [{"role": "user", "content": "x"}],
             "stream": True}
-    rows = {"barest relay, a Responses API stream": (relay, "/v1/responses",
-                                                     {"model": "deltas-1", "input": "x",
-                                                      "stream": True}),
+    rows = {"barest relay, a Responses API stream": (relay, "/v1/responses", responses),
             "barest relay, a Chat Completions stream": (relay, "/v1/chat/completions", chat),
             "gateway, passed through": (gateway, "/v1/responses",
-                                        {"model": "groq/deltas-1", "input": "x",
-                                         "stream": True}),
+                                        {**responses, "model": "groq/deltas-1"}),
             "gateway, translated": (gateway, "/v1/responses",
-                                    {"model": "anthropic/deltas-1", "input": "x",
-                                     "stream": True})}
+                                    {**responses, "model": "anthropic/deltas-1"})}
     timings = {name: [] for name in rows}
     try:
         for _ in range(rounds):
@@ -218,7 +217,7 @@ def main():
     print(rows, per_stream, sep="\n")
 
 
-REPORT = """# One streamed event's CPU in Python: the gateway's code against the relay's
+REPORT = """# A stream's CPU in one process: the gateway's code against the relay's
 
 `python bench/per_event.py --rounds {rounds}` ({when}; the script says what each row
 reads and what it leaves out): one process, no network, no server; a provider's chunked
