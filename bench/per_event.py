@@ -19,7 +19,8 @@ client.
 
 Then a stream's fixed cost: whole streams of one delta from a provider on 127.0.0.1
 (bench/stream_upstream.py, a process of its own), through each Flask app's test client
-in this process (no gunicorn), the gateway on a SQLite store as it runs. Rows run in
+in this process (no gunicorn), the gateway on a SQLite store as it runs, and with
+`store: false` (no store write, no marshmallow load before one). Rows run in
 turn in every round; figures are medians of the rounds.
 
 Usage: python bench/per_event.py [--rounds 7] [--events 20000] [--streams 300] [--out FILE]
@@ -177,7 +178,13 @@ def whole_streams(rounds, count):
             "gateway, passed through": (gateway, "/v1/responses",
                                         {**responses, "model": "groq/deltas-1"}),
             "gateway, translated": (gateway, "/v1/responses",
-                                    {**responses, "model": "anthropic/deltas-1"})}
+                                    {**responses, "model": "anthropic/deltas-1"}),
+            "gateway, passed through, store: false": (
+                gateway, "/v1/responses", {**responses, "model": "groq/deltas-1",
+                                           "store": False}),
+            "gateway, translated, store: false": (
+                gateway, "/v1/responses", {**responses, "model": "anthropic/deltas-1",
+                                           "store": False})}
     timings = {name: [] for name in rows}
     try:
         for _ in range(rounds):
@@ -231,7 +238,7 @@ store. Medians of {rounds} interleaved rounds.
 
 And whole streams of one delta, {streams} a row in each round, through each app's test client
 in this process (no gunicorn; the provider in a process of its own), the gateway on a SQLite
-store:
+store, and with `store: false` (no store write, and no marshmallow load before one):
 
 | row | CPU per stream, ms |
 | --- | ---: |
