@@ -1,6 +1,6 @@
 """Benchmark in one process what the gateway's own code spends on a stream, against the relay's.
 
-In one process, with no network and no server: a provider's chunked stream of
+First, with no network and no server: a provider's chunked stream of
 server-sent events is read from memory one event per socket read (as a stream of
 deltas some time apart arrives), through the same http.client, urllib3 and requests
 objects a real call reads through. Each row consumes it to the end:
