@@ -1,5 +1,6 @@
 """Shared fixtures: an app built from a test environment, and mocked providers."""
 
+import fcntl
 import os
 import shutil
 import socket
@@ -202,7 +203,34 @@ def _wait_for_redis(url, seconds=10):
 def pytest_collection_modifyitems(items):
     """Where pytest-xdist runs the suite on several processes (pytest.ini), keep each
     module's tests on one of them, so its gunicorn and fakes start once, and every test
-    marked `burst` on the same one, so no two bursts load the machine at once."""
+    marked `burst` on the same one (and see alone_if_burst)."""
     for item in items:
         group = "burst" if item.get_closest_marker("burst") else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(autouse=True)
+def alone_if_burst(request, tmp_path_factory):
+    """Under pytest-xdist, a test marked `burst` runs while no other test runs in any
+    process, and the others share the machine among themselves: a burst times what it
+    promises under its own load, not under another process's.
+
+    A readers-writer lock of two flock()ed files in the run's temporary folder: a burst
+    waits in the turnstile (so no new test starts) until the room is empty."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    folder = tmp_path_factory.getbasetemp().parent  # one per run, shared by its processes
+    burst = request.node.get_closest_marker("burst") is not None
+    turnstile = os.open(folder / "burst.turnstile", os.O_RDWR | os.O_CREAT, 0o600)
+    room = os.open(folder / "burst.room", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(room, fcntl.LOCK_EX if burst else fcntl.LOCK_SH)
+        os.close(turnstile)  # let the next test in: it waits on the room if this is a burst
+        turnstile = None
+        yield
+    finally:
+        for fd in (turnstile, room):
+            if fd is not None:
+                os.close(fd)  # closing releases its lock

@@ -141,6 +141,7 @@ def shapes():
     }
 
 
+@pytest.mark.burst
 @pytest.mark.parametrize("shape", shapes())
 def test_the_largest_body_in_any_shape_is_answered_while_the_worker_serves_others(gateway,
                                                                                  shape):
