@@ -1,7 +1,7 @@
 """Benchmark in one process what the gateway's own code spends on a stream, against the relay's.
 
-First, with no network and no server: a provider's chunked stream of
-server-sent events is read from memory one event per socket read (as a stream of
+First, with no network and no server: the chunked stream bench/stream_upstream.py sends, its
+server-sent events read from memory one event per socket read (as a stream of
 deltas some time apart arrives), through the same http.client, urllib3 and requests
 objects a real call reads through. Each row consumes it to the end:
 
@@ -34,7 +34,6 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import http.client  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -52,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 import streams  # noqa: E402
 from app import create_app  # noqa: E402
 from run import free_port, start, stop  # noqa: E402
+from stream_upstream import chat_events, frame, responses_events  # noqa: E402
 from providers.streaming import ChatReader, Generation, ResponsesReader  # noqa: E402
 
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -59,34 +59,9 @@ HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 UPSTREAM = types.SimpleNamespace(name="groq", read_timeout=20.0)
 
 
-def responses_events(count):
-    """A Responses API stream of `count` text deltas, as OpenAI frames it."""
-    message = {"id": "msg_1", "type": "message", "role": "assistant",
-               "status": "in_progress", "content": []}
-    events = [{"type": "response.created", "response": {
-                  "id": "resp_1", "object": "response", "created_at": 1,
-                  "status": "in_progress", "model": "bench", "output": []}},
-              {"type": "response.output_item.added", "output_index": 0, "item": message}]
-    events += [{"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
-                "content_index": 0, "delta": f"w{i} "} for i in range(count)]
-    text = "".join(f"w{i} " for i in range(count))
-    events.append({"type": "response.completed", "response": {
-        "id": "resp_1", "object": "response", "created_at": 1, "status": "completed",
-        "model": "bench", "output": [{**message, "status": "completed", "content": [
-            {"type": "output_text", "text": text, "annotations": []}]}]}})
-    return [b"event: %s\ndata: %s\n\n" % (event["type"].encode(),
-                                          json.dumps({**event, "sequence_number": n}).encode())
-            for n, event in enumerate(events)]
-
-
-def chat_events(count):
-    """A Chat Completions stream of `count` text deltas, then its finish and [DONE]."""
-    def chunk(delta, finish=None):
-        return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
-                "model": "bench", "choices": [{"index": 0, "delta": delta,
-                                               "finish_reason": finish}]}
-    chunks = [chunk({"content": f"w{i} "}) for i in range(count)] + [chunk({}, "stop")]
-    return [b"data: %s\n\n" % json.dumps(c).encode() for c in chunks] + [b"data: [DONE]\n\n"]
+def provider_stream(events, count):
+    """The chunks bench/stream_upstream.py sends for a stream of `count` deltas, one a read."""
+    return [frame(event, n) for n, (event, _) in enumerate(events(count))]
 
 
 class Pieces(io.RawIOBase):
@@ -116,8 +91,8 @@ class Socket:
 
 
 def opened(events):
-    """A requests Response over `events` as a provider sends them (chunked), open to read."""
-    pieces = [HEAD] + [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
+    """A requests Response over the chunks of `events` (provider_stream), open to read."""
+    pieces = [HEAD, *events, b"0\r\n\r\n"]
     answer = http.client.HTTPResponse(Socket(pieces), method="POST")
     answer.begin()
     resp = requests.Response()
@@ -207,7 +182,7 @@ def main():
     parser.add_argument("--streams", type=int, default=300, help="streams a row, each round")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-per-event.md")
     args = parser.parse_args()
-    streams_of = {make: make(args.events) for _, _, make in ROWS}
+    streams_of = {make: provider_stream(make, args.events) for _, _, make in ROWS}
     timings = {name: [] for name, _, _ in ROWS}
     for _ in range(args.rounds):
         for name, consume, make in ROWS:
